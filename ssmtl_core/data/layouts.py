@@ -1,0 +1,588 @@
+"""Datasets in their real layouts, behind one video/dataset abstraction (SPEC section 6).
+
+A :class:`Dataset` has a name, a root, train and test lists of :class:`Video`; a video has a name, a
+split, a frame count and size, random access to RGB frames, and, for test videos, frame labels and pixel
+masks where the dataset has them. Layouts recognised from the folder:
+
+``jpg_frames``      ``training/frames/NN/KKK.jpg``, ``testing/frames/NN/KKK.jpg`` with label arrays
+                    (``ground_truth/frame_labels.npy`` or ``frame_labels_<name>.npy``, or per video), pixel
+                    masks ``ground_truth/pixel_masks.npz`` (the copy in ``../shared/datasets/ucsd_ped2``,
+                    the synthetic dataset, and most open-source VAD code).
+``ucsd_official``   ``Train/TrainNNN/*.tif``, ``Test/TestNNN/*.tif``, ``Test/TestNNN_gt/*.bmp``,
+                    ``Test/UCSDped2.m`` (the official UCSD tarball).
+``avenue_official`` ``training_videos/NN.avi``, ``testing_videos/NN.avi``,
+                    ``ground_truth_demo/testing_label_mask/N_label.mat`` (the official CUHK Avenue zips).
+``shanghaitech_official`` ``training/videos/SS_VVVV.avi``, ``testing/frames/SS_VVVV/NNN.jpg``,
+                    ``testing/test_frame_mask/SS_VVVV.npy``, ``testing/test_pixel_mask/SS_VVVV.npy``.
+
+Video files are decoded sequentially: reading frames in order never re-decodes from the start, and a
+backwards jump reopens the file once.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import SSMTLError, require_dir
+from ..io import read_json, stable_hash
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+VIDEO_EXTS = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v")
+
+
+def _natural_key(path: Path) -> list:
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", path.name)]
+
+
+# -- frame sources --------------------------------------------------------------------------------
+
+
+class ImageFolderSource:
+    """Frames stored as one image file each, in natural sort order."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder)
+        self.files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
+        if not self.files:
+            raise SSMTLError(
+                f"no frames in {self.path}: expected image files ({', '.join(IMAGE_EXTS)}). "
+                "Check that the folder holds this video's frames."
+            )
+        self._size: tuple[int, int] | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.files)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        if self._size is None:
+            self._size = tuple(self.read(0).shape[:2])  # type: ignore[assignment]
+        return self._size  # type: ignore[return-value]
+
+    def read(self, index: int) -> np.ndarray:
+        file = self.files[index]
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            raise SSMTLError(
+                f"cannot read frame {file}: the file is unreadable or not an image. "
+                "Replace it with a valid frame (or re-extract the dataset)."
+            )
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def iter(self, start: int = 0, stop: int | None = None, threads: int = 2) -> Iterator[tuple[int, np.ndarray]]:
+        stop = self.num_frames if stop is None else min(stop, self.num_frames)
+        indices = range(start, stop)
+        if threads <= 1:
+            for i in indices:
+                yield i, self.read(i)
+            return
+        # JPEG decoding releases the GIL, so a small pool keeps both cores busy.
+        with ThreadPoolExecutor(threads) as pool:
+            yield from zip(indices, pool.map(self.read, indices))
+
+
+class VideoFileSource:
+    """Frames decoded from a video file, sequentially."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            raise SSMTLError(f"cannot open video {self.path}: the file is unreadable or its codec is unsupported "
+                             "by OpenCV. Re-download it or convert it (e.g. ffmpeg -i in.avi out.mp4).")
+        self._count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._size = (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+        self.fps = float(capture.get(cv2.CAP_PROP_FPS)) or 25.0
+        capture.release()
+        if self._count <= 0:
+            self._count = self._count_by_decoding()
+        self._capture: cv2.VideoCapture | None = None
+        self._position = 0
+
+    def _count_by_decoding(self) -> int:
+        capture = cv2.VideoCapture(str(self.path))
+        count = 0
+        while capture.grab():
+            count += 1
+        capture.release()
+        if count == 0:
+            raise SSMTLError(f"video {self.path} has no decodable frames. Re-download or re-encode it.")
+        return count
+
+    @property
+    def num_frames(self) -> int:
+        return self._count
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._size
+
+    def _seek(self, index: int) -> cv2.VideoCapture:
+        if self._capture is None or index < self._position:
+            if self._capture is not None:
+                self._capture.release()
+            self._capture = cv2.VideoCapture(str(self.path))
+            self._position = 0
+        while self._position < index:  # grab() skips without decoding the pixels
+            if not self._capture.grab():
+                self._fail(self._position)
+            self._position += 1
+        return self._capture
+
+    def _fail(self, index: int) -> None:
+        raise SSMTLError(
+            f"video {self.path} ended or failed at frame {index}, but its header says {self._count} frames. "
+            "The file is truncated or damaged: re-download or re-encode it."
+        )
+
+    def read(self, index: int) -> np.ndarray:
+        capture = self._seek(index)
+        ok, image = capture.read()
+        if not ok:
+            self._fail(index)
+        self._position += 1
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def iter(self, start: int = 0, stop: int | None = None, threads: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        stop = self.num_frames if stop is None else min(stop, self.num_frames)
+        for i in range(start, stop):
+            yield i, self.read(i)
+
+
+# -- videos and datasets ----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Video:
+    """One video of a dataset split.
+
+    Attributes:
+        name: the video's name within its split (e.g. ``01`` or ``01_0014``).
+        split: ``train`` or ``test``.
+        source: where the frames come from.
+        labels_fn: loads the per-frame labels (1 = abnormal), or None where the dataset has none.
+        masks_fn: loads the pixel masks ``(T, H, W)`` bool, or None.
+    """
+
+    name: str
+    split: str
+    source: ImageFolderSource | VideoFileSource
+    labels_fn: Callable[[], np.ndarray] | None = None
+    masks_fn: Callable[[], np.ndarray] | None = None
+    _labels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return self.source.num_frames
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.source.frame_size
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}/{self.name}"
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` (0-based) as an RGB uint8 array (H, W, 3)."""
+        if not 0 <= index < self.num_frames:
+            raise IndexError(f"frame {index} outside video {self.key} of {self.num_frames} frames")
+        return self.source.read(index)
+
+    def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, rgb_frame)`` in order, decoding each frame once."""
+        return self.source.iter(start, stop)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """Frame labels (uint8, 1 = abnormal) or None; checked against the frame count."""
+        if self._labels is None and self.labels_fn is not None:
+            labels = np.asarray(self.labels_fn()).astype(np.uint8).reshape(-1)
+            if len(labels) != self.num_frames:
+                raise SSMTLError(
+                    f"video {self.source.path} has {self.num_frames} frames but its ground truth lists "
+                    f"{len(labels)} frame labels. Check that the labels belong to this dataset and that no "
+                    "frames are missing."
+                )
+            self._labels = labels
+        return self._labels
+
+    def pixel_masks(self) -> np.ndarray | None:
+        """Pixel-level ground truth ``(T, H, W)`` bool, or None where the dataset has none."""
+        if self.masks_fn is None:
+            return None
+        masks = np.asarray(self.masks_fn())
+        if masks.ndim == 4:
+            masks = masks[..., 0]
+        if masks.shape[0] != self.num_frames:
+            raise SSMTLError(
+                f"the pixel masks of video {self.key} ({self.source.path}) have {masks.shape[0]} frames but the "
+                f"video has {self.num_frames}. Check that the masks belong to this dataset."
+            )
+        height, width = self.frame_size
+        if masks.shape[1:] != (height, width):
+            masks = np.stack([cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+                              for m in masks])
+        return masks.astype(bool)
+
+
+@dataclass(eq=False)
+class Dataset:
+    """A dataset: train and test videos, read from one of the known layouts.
+
+    Attributes:
+        name: ``synthetic``, ``ped2``, ``avenue`` or ``shanghaitech``.
+        root: the dataset folder.
+        layout: the layout recognised (see the module docstring).
+        train: training videos (normal behaviour only).
+        test: test videos.
+        tracks_fn: loads ground-truth object tracks (for RBDC/TBDC) where the layout ships them.
+        meta: anything else the layout knows (e.g. the synthetic generator's settings).
+    """
+
+    name: str
+    root: Path
+    layout: str
+    train: list[Video]
+    test: list[Video]
+    tracks_fn: Callable[[], object] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def videos(self, split: str) -> list[Video]:
+        """The videos of ``split`` (``train`` or ``test``)."""
+        if split not in ("train", "test"):
+            raise SSMTLError(f"unknown split {split!r}: choose train or test.")
+        return self.train if split == "train" else self.test
+
+    def video(self, split: str, name: str) -> Video:
+        """One video by split and name."""
+        for video in self.videos(split):
+            if video.name == name:
+                return video
+        names = ", ".join(v.name for v in self.videos(split))
+        raise SSMTLError(f"no {split} video named {name!r} in {self.root}; the {split} videos are: {names}.")
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the dataset's structure (names, frame counts, sizes, generator settings)."""
+        content = {
+            "name": self.name,
+            "videos": [(v.split, v.name, v.num_frames) for v in self.train + self.test],
+            "meta": {k: v for k, v in self.meta.items() if k in ("generator_version", "size", "seed")},
+        }
+        return stable_hash(content, 8)
+
+    @property
+    def cache_id(self) -> str:
+        """The folder name of this dataset in a cache: its name plus its fingerprint."""
+        return f"{self.name}-{self.fingerprint}"
+
+    def summary(self) -> dict:
+        """Counts of videos, frames and abnormal frames per split (``ssmtl info``)."""
+        test_labels = [v.labels for v in self.test]
+        abnormal = int(sum(int(lab.sum()) for lab in test_labels if lab is not None))
+        frame_size = self.test[0].frame_size if self.test else self.train[0].frame_size
+        return {
+            "train": {"videos": len(self.train), "frames": int(sum(v.num_frames for v in self.train))},
+            "test": {
+                "videos": len(self.test),
+                "frames": int(sum(v.num_frames for v in self.test)),
+                "abnormal_frames": abnormal if all(lab is not None for lab in test_labels) else None,
+            },
+            "name": self.name,
+            "layout": self.layout,
+            "root": str(self.root),
+            "frame_size": list(frame_size),
+            "cache_id": self.cache_id,
+        }
+
+
+# -- layouts --------------------------------------------------------------------------------------
+
+
+def _two_digit(name: str) -> str:
+    digits = re.findall(r"\d+", name)
+    return f"{int(digits[-1]):02d}" if digits else name
+
+
+def _parse_matlab_ranges(path: Path) -> list[list[tuple[int, int]]]:
+    """Parse ``UCSDped2.m``: one ``gt_frame = [a:b, c:d];`` line per test video (1-based, inclusive)."""
+    videos: list[list[tuple[int, int]]] = []
+    for line in path.read_text().splitlines():
+        if "gt_frame" not in line:
+            continue
+        body = line.split("=", 1)[1]
+        ranges = [(int(a), int(b)) for a, b in re.findall(r"(\d+)\s*:\s*(\d+)", body)]
+        body_wo = re.sub(r"\d+\s*:\s*\d+", "", body)
+        ranges += [(int(a), int(a)) for a in re.findall(r"\d+", body_wo)]
+        videos.append(ranges)
+    if not videos:
+        raise SSMTLError(f"no 'gt_frame = [a:b]' lines in {path}: is it the official UCSD ground-truth file?")
+    return videos
+
+
+def _labels_from_ranges(ranges: list[tuple[int, int]], num_frames: int) -> np.ndarray:
+    labels = np.zeros(num_frames, np.uint8)
+    for start, end in ranges:
+        labels[max(start - 1, 0):end] = 1
+    return labels
+
+
+def _masks_from_image_folder(folder: Path) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
+        masks = []
+        for file in files:
+            image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            if image is None:
+                raise SSMTLError(f"cannot read ground-truth mask {file}. Replace it or re-extract the dataset.")
+            masks.append(image > 127)
+        return np.stack(masks)
+    return load
+
+
+def _split_labels(concatenated: np.ndarray, videos: list[Video], source: Path) -> None:
+    """Attach slices of one concatenated label array to the test videos, checking the total."""
+    total = sum(v.num_frames for v in videos)
+    if len(concatenated) != total:
+        raise SSMTLError(
+            f"{source} holds {len(concatenated)} frame labels but the {len(videos)} test videos have {total} "
+            "frames. The labels must list every test frame in video order: check that the file belongs to this "
+            "dataset and that no frames are missing."
+        )
+    offset = 0
+    for video in videos:
+        part = concatenated[offset:offset + video.num_frames].copy()
+        video.labels_fn = lambda part=part: part
+        offset += video.num_frames
+
+
+def _read_synthetic_tracks(path: Path, videos: list[Video]):
+    from ..metrics import Tracks
+
+    index = {v.name: i for i, v in enumerate(videos)}
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows.append((index[row["video"]], int(row["track_id"]), int(row["frame_id"]),
+                         float(row["x_min"]), float(row["y_min"]), float(row["x_max"]), float(row["y_max"])))
+    data = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
+    return Tracks(video=data[:, 0].astype(int), track=data[:, 1].astype(int), frame=data[:, 2].astype(int),
+                  boxes=data[:, 3:7].astype(np.float32))
+
+
+def _read_track_folder(folder: Path, videos: list[Video]):
+    """ShanghaiTech-style track files, one per test video: ``track_id, frame_id, x_min, y_min, x_max, y_max``."""
+    from ..metrics import Tracks, read_track_file
+
+    parts = []
+    for i, video in enumerate(videos):
+        candidates = [p for p in folder.glob(f"{video.name}.*") if p.suffix in (".txt", ".csv")]
+        if candidates:
+            parts.append(read_track_file(candidates[0], video=i))
+    return Tracks.concat(parts) if parts else None
+
+
+def _jpg_frames(name: str, root: Path) -> Dataset:
+    def videos(split_dir: Path, split: str) -> list[Video]:
+        folders = sorted((p for p in split_dir.iterdir() if p.is_dir()), key=_natural_key)
+        if not folders:
+            raise SSMTLError(f"no video folders in {split_dir}: expected {split_dir}/NN/KKK.jpg.")
+        return [Video(p.name, split, ImageFolderSource(p)) for p in folders]
+
+    train = videos(root / "training" / "frames", "train")
+    test = videos(root / "testing" / "frames", "test")
+    gt = root / "ground_truth"
+    meta: dict = {}
+    if (root / "dataset.json").is_file():
+        meta = read_json(root / "dataset.json")
+
+    # Frame labels: one concatenated array, per-video arrays, or the official UCSD ranges.
+    concatenated = [gt / "frame_labels.npy", root / f"frame_labels_{name}.npy", gt / f"frame_labels_{name}.npy"]
+    concatenated += sorted(root.glob("frame_labels*.npy"))
+    per_video_dirs = [root / "testing" / "test_frame_mask", root / "testing" / "frame_labels", gt / "frame_labels"]
+    label_file = next((p for p in concatenated if p.is_file()), None)
+    if label_file is not None:
+        _split_labels(np.load(label_file).reshape(-1).astype(np.uint8), test, label_file)
+    elif (d := next((p for p in per_video_dirs if p.is_dir()), None)) is not None:
+        for video in test:
+            file = d / f"{video.name}.npy"
+            if not file.is_file():
+                raise SSMTLError(f"missing frame labels {file} for test video {video.name}. Add the file "
+                                 "(one 0/1 value per frame) or remove the video.")
+            video.labels_fn = lambda file=file: np.load(file)
+    elif (m := next(iter(sorted(gt.glob("*.m"))), None) if gt.is_dir() else None) is not None:
+        ranges = _parse_matlab_ranges(m)
+        if len(ranges) != len(test):
+            raise SSMTLError(f"{m} lists {len(ranges)} test videos but {root / 'testing' / 'frames'} holds "
+                             f"{len(test)}. Check that the ground truth belongs to this dataset.")
+        for video, video_ranges in zip(test, ranges):
+            video.labels_fn = lambda r=video_ranges, n=video.num_frames: _labels_from_ranges(r, n)
+
+    # Pixel masks: an npz keyed TestNNN (or by video name), or one .npy per video.
+    mask_npz = gt / "pixel_masks.npz"
+    mask_dir = root / "testing" / "test_pixel_mask"
+    for i, video in enumerate(test):
+        if mask_npz.is_file():
+            video.masks_fn = lambda i=i, v=video: _npz_mask(mask_npz, [f"Test{i + 1:03d}", v.name])
+        elif (mask_dir / f"{video.name}.npy").is_file():
+            video.masks_fn = lambda f=mask_dir / f"{video.name}.npy": np.load(f)
+
+    tracks_fn = None
+    if (gt / "tracks.csv").is_file():
+        tracks_fn = lambda: _read_synthetic_tracks(gt / "tracks.csv", test)  # noqa: E731
+    elif (gt / "tracks").is_dir():
+        tracks_fn = lambda: _read_track_folder(gt / "tracks", test)  # noqa: E731
+    return Dataset(name, root, "jpg_frames", train, test, tracks_fn, meta)
+
+
+def _npz_mask(path: Path, keys: list[str]) -> np.ndarray:
+    with np.load(path) as data:
+        for key in keys:
+            if key in data.files:
+                return data[key]
+        raise SSMTLError(f"{path} has no mask for test video {keys[-1]} (looked for keys {', '.join(keys)}).")
+
+
+def _ucsd_official(name: str, root: Path) -> Dataset:
+    def videos(split_dir: Path, prefix: str, split: str) -> list[Video]:
+        folders = sorted((p for p in split_dir.iterdir() if p.is_dir() and p.name.startswith(prefix)
+                          and not p.name.endswith("_gt")), key=_natural_key)
+        if not folders:
+            raise SSMTLError(f"no {prefix}NNN folders in {split_dir}: is this the official UCSD layout?")
+        return [Video(_two_digit(p.name), split, ImageFolderSource(p)) for p in folders]
+
+    train = videos(root / "Train", "Train", "train")
+    test_dir = root / "Test"
+    test = videos(test_dir, "Test", "test")
+    m_files = sorted(test_dir.glob("*.m"))
+    ranges = _parse_matlab_ranges(m_files[0]) if m_files else None
+    if ranges is not None and len(ranges) != len(test):
+        raise SSMTLError(f"{m_files[0]} lists {len(ranges)} test videos but {test_dir} holds {len(test)}. "
+                         "Check that the ground truth belongs to this dataset.")
+    for i, video in enumerate(test):
+        gt_dir = test_dir / f"{video.source.path.name}_gt"
+        if gt_dir.is_dir():
+            video.masks_fn = _masks_from_image_folder(gt_dir)
+        if ranges is not None:
+            video.labels_fn = lambda r=ranges[i], n=video.num_frames: _labels_from_ranges(r, n)
+        elif video.masks_fn is not None:
+            video.labels_fn = lambda v=video: v.pixel_masks().any(axis=(1, 2))
+    return Dataset(name, root, "ucsd_official", train, test)
+
+
+def _avenue_official(name: str, root: Path) -> Dataset:
+    def videos(folder: Path, split: str) -> list[Video]:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS), key=_natural_key)
+        if not files:
+            raise SSMTLError(f"no videos in {folder}: expected {folder}/NN.avi.")
+        return [Video(_two_digit(p.stem), split, VideoFileSource(p)) for p in files]
+
+    train = videos(root / "training_videos", "train")
+    test = videos(root / "testing_videos", "test")
+    mask_dir = next((p for p in [root / "ground_truth_demo" / "testing_label_mask", root / "testing_label_mask"]
+                     if p.is_dir()), None)
+    if mask_dir is not None:
+        for video in test:
+            file = mask_dir / f"{int(video.name)}_label.mat"
+            video.masks_fn = lambda f=file: _avenue_masks(f)
+            video.labels_fn = lambda v=video: v.pixel_masks().any(axis=(1, 2))
+    return Dataset(name, root, "avenue_official", train, test)
+
+
+def _avenue_masks(path: Path) -> np.ndarray:
+    import scipy.io
+
+    if not path.is_file():
+        raise SSMTLError(f"missing Avenue mask file {path}. Unpack ground_truth_demo.zip into the dataset root.")
+    try:
+        data = scipy.io.loadmat(str(path))
+    except Exception as exc:  # scipy raises several types for damaged files
+        raise SSMTLError(f"cannot read Avenue mask file {path} ({exc}). Re-download ground_truth_demo.zip.") from None
+    if "volLabel" not in data:
+        raise SSMTLError(f"{path} has no 'volLabel' variable: is it an Avenue testing_label_mask file?")
+    cells = data["volLabel"].reshape(-1)
+    return np.stack([np.asarray(c) > 0 for c in cells])
+
+
+def _shanghaitech_official(name: str, root: Path) -> Dataset:
+    train_dir = root / "training" / "videos"
+    files = sorted((p for p in train_dir.iterdir() if p.suffix.lower() in VIDEO_EXTS), key=_natural_key)
+    if not files:
+        raise SSMTLError(f"no videos in {train_dir}: expected {train_dir}/SS_VVVV.avi.")
+    train = [Video(p.stem, "train", VideoFileSource(p)) for p in files]
+    frames_dir = root / "testing" / "frames"
+    folders = sorted((p for p in frames_dir.iterdir() if p.is_dir()), key=_natural_key)
+    if not folders:
+        raise SSMTLError(f"no test video folders in {frames_dir}: expected {frames_dir}/SS_VVVV/NNN.jpg.")
+    test = [Video(p.name, "test", ImageFolderSource(p)) for p in folders]
+    for video in test:
+        label_file = root / "testing" / "test_frame_mask" / f"{video.name}.npy"
+        mask_file = root / "testing" / "test_pixel_mask" / f"{video.name}.npy"
+        if label_file.is_file():
+            video.labels_fn = lambda f=label_file: np.load(f)
+        if mask_file.is_file():
+            video.masks_fn = lambda f=mask_file: np.load(f)
+    tracks_dir = next((p for p in [root / "testing" / "test_tracks", root / "ground_truth" / "tracks"]
+                       if p.is_dir()), None)
+    tracks_fn = (lambda: _read_track_folder(tracks_dir, test)) if tracks_dir else None
+    return Dataset(name, root, "shanghaitech_official", train, test, tracks_fn)
+
+
+#: layout name -> (test that a folder has this layout, reader)
+LAYOUTS: dict[str, tuple[Callable[[Path], bool], Callable[[str, Path], Dataset]]] = {
+    "jpg_frames": (lambda r: (r / "training" / "frames").is_dir() and (r / "testing" / "frames").is_dir(),
+                   _jpg_frames),
+    "ucsd_official": (lambda r: (r / "Train").is_dir() and (r / "Test").is_dir(), _ucsd_official),
+    "avenue_official": (lambda r: (r / "training_videos").is_dir() and (r / "testing_videos").is_dir(),
+                        _avenue_official),
+    "shanghaitech_official": (lambda r: (r / "training" / "videos").is_dir() and (r / "testing" / "frames").is_dir(),
+                              _shanghaitech_official),
+}
+
+LAYOUT_HELP = (
+    "expected one of: training/frames/NN/*.jpg + testing/frames/NN/*.jpg (jpg layout); Train/TrainNNN + "
+    "Test/TestNNN (official UCSD); training_videos/*.avi + testing_videos/*.avi (official Avenue); "
+    "training/videos/*.avi + testing/frames/* (official ShanghaiTech)"
+)
+
+DATASET_NAMES = ("synthetic", "ped2", "avenue", "shanghaitech")
+
+
+def open_dataset(name: str, root: str | Path) -> Dataset:
+    """Open the dataset at ``root``, recognising its layout from the folder.
+
+    Args:
+        name: ``synthetic``, ``ped2``, ``avenue`` or ``shanghaitech`` (selects the profile; any layout can hold
+            any of them).
+        root: the dataset folder, or a folder holding exactly one dataset folder (e.g. the unpacked
+            ``UCSD_Anomaly_Dataset.v1p2/UCSDped2``).
+
+    Raises:
+        SSMTLError: the folder is missing or holds none of the known layouts.
+    """
+    if name not in DATASET_NAMES:
+        raise SSMTLError(f"unknown dataset {name!r}: choose one of {', '.join(DATASET_NAMES)}.")
+    root = require_dir(root, f"the {name} dataset folder",
+                       "Pass --root with the dataset folder (see README: real-data runs).")
+    candidates = [root]
+    # Let people point at the folder above the dataset (e.g. the unpacked archive's top level).
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    candidates += subdirs
+    for sub in subdirs:
+        candidates += [p for p in sub.iterdir() if p.is_dir() and not p.name.startswith(".")] if sub.is_dir() else []
+    for candidate in candidates:
+        for matches, reader in LAYOUTS.values():
+            if matches(candidate):
+                return reader(name, candidate)
+    raise SSMTLError(f"{root} does not look like a {name} dataset: {LAYOUT_HELP}.")

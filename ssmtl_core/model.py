@@ -1,0 +1,164 @@
+"""The 3D CNN with its four heads (SPEC 3.4, paper Sec. 3.3 "Neural architectures").
+
+One shared encoder of 3D convolutions (3x3x3, padding same, stride 1, BatchNorm + ReLU) with 2x2 spatial max
+pools; time is collapsed by a max over frames at the end, so the 7-frame sequences and the 6-frame
+middle-box input share it. Four heads on the (C, h, w) features:
+
+* arrow of time and motion irregularity: 2D conv (32 filters, 3x3) + BN + ReLU + dropout + 2x2 max pool +
+  a fully connected layer with 2 units;
+* knowledge distillation: the same, with as many units as the teachers' target (1080 = 1000 ImageNet
+  logits + 80 COCO class scores; 1000 with a class-agnostic detector);
+* middle box prediction: a decoder of nearest-neighbour upsampling + 3x3 2D convs (32 filters) back to
+  64x64, the last conv with 3 filters (RGB) and a sigmoid (crops are in [0, 1]).
+
+The modules know nothing of files: configurations come in as plain values.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ARCH_LAYERS
+from .errors import SSMTLError
+
+
+class Encoder(nn.Module):
+    """The shared 3D CNN: (N, 3, T, S, S) -> (N, C, S / 2^pools, S / 2^pools)."""
+
+    def __init__(self, layers: tuple[int | str, ...], in_channels: int = 3):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        channels = in_channels
+        for layer in layers:
+            if layer == "P":
+                blocks.append(nn.MaxPool3d(kernel_size=(1, 2, 2), stride=(1, 2, 2)))
+            else:
+                blocks += [nn.Conv3d(channels, int(layer), kernel_size=3, padding=1, bias=False),
+                           nn.BatchNorm3d(int(layer)), nn.ReLU(inplace=True)]
+                channels = int(layer)
+        self.layers = nn.Sequential(*blocks)
+        self.out_channels = channels
+        self.pools = sum(1 for layer in layers if layer == "P")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).amax(dim=2)  # collapse time: max over frames
+
+
+class ClassifierHead(nn.Module):
+    """Conv 3x3 (32) + BN + ReLU + dropout + 2x2 max pool + fully connected (paper Sec. 3.3)."""
+
+    def __init__(self, in_channels: int, spatial: int, units: int, dropout: float):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(32),
+            nn.ReLU(inplace=True), nn.Dropout(dropout), nn.MaxPool2d(2), nn.Flatten())
+        self.fc = nn.Linear(32 * (spatial // 2) ** 2, units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class MiddleDecoder(nn.Module):
+    """Nearest-neighbour upsampling + 3x3 convs (32 filters) back to the crop size; last conv RGB."""
+
+    def __init__(self, in_channels: int, spatial: int, crop_size: int = 64):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        channels, size = in_channels, spatial
+        while size < crop_size:
+            blocks += [nn.Upsample(scale_factor=2, mode="nearest"),
+                       nn.Conv2d(channels, 32, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(32),
+                       nn.ReLU(inplace=True)]
+            channels, size = 32, size * 2
+        blocks += [nn.Conv2d(channels, 3, kernel_size=3, padding=1), nn.Sigmoid()]
+        self.layers = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SSMTLModel(nn.Module):
+    """The shared encoder and the four task heads.
+
+    Args:
+        arch: ``shallow_narrow``, ``shallow_wide``, ``deep_narrow`` or ``deep_wide``.
+        kd_dim: length of the distillation target (1080, 1000 or 80; 0 = no distillation head).
+        dropout: dropout of the classification and distillation heads.
+        crop_size: side of the input crops.
+    """
+
+    def __init__(self, arch: str = "shallow_narrow", kd_dim: int = 1080, dropout: float = 0.3, crop_size: int = 64):
+        super().__init__()
+        if arch not in ARCH_LAYERS:
+            raise SSMTLError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCH_LAYERS)}.")
+        self.arch, self.kd_dim, self.crop_size = arch, kd_dim, crop_size
+        self.encoder = Encoder(ARCH_LAYERS[arch])
+        channels, spatial = self.encoder.out_channels, crop_size // 2 ** self.encoder.pools
+        self.aot_head = ClassifierHead(channels, spatial, 2, dropout)
+        self.irr_head = ClassifierHead(channels, spatial, 2, dropout)
+        self.kd_head = ClassifierHead(channels, spatial, kd_dim, dropout) if kd_dim > 0 else None
+        self.mid_head = MiddleDecoder(channels, spatial, crop_size)
+
+    def config(self) -> dict:
+        """What it takes to rebuild this model (stored in checkpoints)."""
+        return {"arch": self.arch, "kd_dim": self.kd_dim, "crop_size": self.crop_size,
+                "dropout": self.aot_head.features[3].p}
+
+    def sequence_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Arrow-of-time and irregularity logits and the distillation output for 7-frame sequences.
+
+        Args:
+            x: (N, 3, 7, S, S) float in [0, 1].
+        """
+        features = self.encoder(x)
+        out = {"aot": self.aot_head(features), "irr": self.irr_head(features)}
+        if self.kd_head is not None:
+            out["kd"] = self.kd_head(features)
+        return out
+
+    def middle(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstructed middle crop (N, 3, S, S) from the 6 frames around it, (N, 3, 6, S, S)."""
+        return self.mid_head(self.encoder(x))
+
+    def forward(self, sequence: torch.Tensor, without_middle: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = self.sequence_heads(sequence)
+        if without_middle is not None:
+            out["mid"] = self.middle(without_middle)
+        return out
+
+
+def layer_table(model: SSMTLModel, frames: int = 7) -> list[dict]:
+    """Every leaf layer with its output shape and parameter count, for ``ssmtl model --arch``.
+
+    The encoder and the three sequence heads are traced on a 7-frame input, the middle-box decoder on a
+    6-frame one.
+    """
+    rows: list[dict] = []
+    hooks = []
+
+    def hook(name: str):
+        def record(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+            rows.append({"layer": name, "type": type(module).__name__, "output": tuple(output.shape[1:]),
+                         "params": sum(p.numel() for p in module.parameters(recurse=False))})
+        return record
+
+    for name, module in model.named_modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(hook(name)))
+    # The encoder's own output is after the max over time: one row for that step.
+    hooks.append(model.encoder.register_forward_hook(
+        lambda _m, _i, out: rows.append({"layer": "encoder (max over time)", "type": "amax", "output":
+                                         tuple(out.shape[1:]), "params": 0})))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        size = model.crop_size
+        model.sequence_heads(torch.zeros(1, 3, frames, size, size))
+        seen = len(rows)
+        model.middle(torch.zeros(1, 3, frames - 1, size, size))
+        rows[:] = rows[:seen] + [r for r in rows[seen:] if r["layer"].startswith("mid_head")]
+    for h in hooks:
+        h.remove()
+    model.train(was_training)
+    return rows
