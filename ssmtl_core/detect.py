@@ -397,6 +397,21 @@ class YoloDetector:
         return Detections.concat(parts, NUM_COCO_CLASSES)
 
 
+def box_recall(detections: Detections, gt_frame: np.ndarray, gt_boxes: np.ndarray, iou: float = 0.3) -> float:
+    """Fraction of ground-truth boxes overlapped (IoU >= ``iou``) by a detection of the same frame."""
+    from .metrics import box_iou
+
+    if len(gt_frame) == 0:
+        return float("nan")
+    found = 0
+    for frame in np.unique(gt_frame):
+        gt = gt_boxes[gt_frame == frame]
+        pred = detections.boxes[detections.frame == frame]
+        if len(pred):
+            found += int((box_iou(gt, pred).max(axis=1) >= iou).sum())
+    return found / len(gt_frame)
+
+
 def make_detector(config: DetectConfig, device: str = "cpu") -> MotionDetector | YoloDetector:
     """The detector named by ``config.detector``."""
     if config.detector == "motion":

@@ -33,6 +33,10 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     suffix = suffix if suffix is not None else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp creates files readable by the owner only; give them the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

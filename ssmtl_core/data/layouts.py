@@ -576,11 +576,18 @@ def open_dataset(name: str, root: str | Path) -> Dataset:
     root = require_dir(root, f"the {name} dataset folder",
                        "Pass --root with the dataset folder (see README: real-data runs).")
     candidates = [root]
-    # Let people point at the folder above the dataset (e.g. the unpacked archive's top level).
-    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+    # Let people point at the folder above the dataset (e.g. the unpacked archive's top level). The UCSD
+    # tarball holds UCSDped1 next to UCSDped2, so folders named after the dataset come first, then by name
+    # (never in the file system's arbitrary listing order).
+    def children(folder: Path) -> list[Path]:
+        subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return sorted(subs, key=lambda p: (name not in p.name.lower(), p.name))
+
+    subdirs = children(root)
     candidates += subdirs
     for sub in subdirs:
-        candidates += [p for p in sub.iterdir() if p.is_dir() and not p.name.startswith(".")] if sub.is_dir() else []
+        candidates += children(sub)
     for candidate in candidates:
         for matches, reader in LAYOUTS.values():
             if matches(candidate):

@@ -1400,3 +1400,28 @@ def _render_clip(rng: np.random.Generator, background: np.ndarray, geo: _Geometr
         if not cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]):
             raise SSMTLError(f"could not write {path}: check that the disk is not full and the folder is writable.")
         bar.update(1)
+
+
+def read_objects(root: str | Path) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Every object box of a generated dataset (``ground_truth/objects.csv``), per (split, video).
+
+    Returns:
+        ``{("train", "01"): {"frame": (N,), "boxes": (N, 4), "anomalous": (N,), "kind": (N,)}, ...}``; splits are
+        named ``train``/``test`` as in :mod:`ssmtl_core.data.layouts`.
+    """
+    path = Path(root) / "ground_truth" / "objects.csv"
+    if not path.is_file():
+        raise SSMTLError(f"{path} is missing: is {root} a dataset written by `ssmtl synth`?")
+    rows: dict[tuple[str, str], list] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            split = "train" if row["split"] in ("train", "training") else "test"
+            rows.setdefault((split, row["video"]), []).append(row)
+    out = {}
+    for key, items in rows.items():
+        out[key] = {"frame": np.array([int(r["frame_id"]) for r in items]),
+                    "boxes": np.array([[float(r[k]) for k in ("x_min", "y_min", "x_max", "y_max")] for r in items],
+                                      np.float32),
+                    "anomalous": np.array([int(r["anomalous"]) for r in items], np.uint8),
+                    "kind": np.array([r["kind"] for r in items])}
+    return out

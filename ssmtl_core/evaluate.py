@@ -1,0 +1,245 @@
+"""Evaluate a trained run: the paper's four numbers, per video, per task and the task ablation (SPEC 4).
+
+``evaluate_run(run_dir)`` scores every test object with the run's best checkpoint (raw task scores cached
+in ``<run>/eval/object_scores/`` and reused while the checkpoint is unchanged), turns them into frame and
+region scores with the profile's published smoothing (never tuned on test labels), and writes
+``metrics.json`` (micro/macro frame AUC, RBDC, TBDC, per-video AUCs, each task alone and every task subset,
+and what produced them) and ``frame_scores.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .config import Profile, ScoreConfig, profile_from_dict
+from .data.frames import load_frames
+from .data.layouts import Dataset, open_dataset
+from .detect import detect_dataset
+from .errors import SSMTLError
+from .io import atomic_path, file_sha256, load_npz, package_versions, read_json, save_npz, write_json
+from .metrics import Regions, Tracks, macro_auc, micro_auc, per_video_auc, rbdc_tbdc, tracks_from_masks
+from .score import ObjectScores, Scorer, score_video, task_subsets
+from .teachers import TeacherCache, load_teacher
+from .train import load_checkpoint, model_from_checkpoint, pick_device
+
+
+def ground_truth_tracks(dataset: Dataset) -> Tracks | None:
+    """Ground-truth object tracks of the test videos: shipped with the dataset (synthetic, ShanghaiTech
+    track files) or built from the pixel masks (connected components linked over time by IoU)."""
+    if dataset.tracks_fn is not None:
+        tracks = dataset.tracks_fn()
+        if tracks is not None:
+            return tracks
+    parts = []
+    for i, video in enumerate(dataset.test):
+        masks = video.pixel_masks()
+        if masks is None:
+            return None
+        parts.append(tracks_from_masks(masks, video=i))
+    return Tracks.concat(parts) if parts else None
+
+
+def object_labels(dataset: Dataset, object_scores: list[ObjectScores], min_cover: float = 0.2) -> list[np.ndarray]:
+    """Object-level ground truth for pictures and object AUCs: an object is abnormal when at least
+    ``min_cover`` of its box lies on the pixel mask of its frame (or, without masks, when its frame is
+    labelled abnormal)."""
+    labels = []
+    for video, scores in zip(dataset.test, object_scores):
+        masks = video.pixel_masks()
+        if masks is None:
+            frame_labels = video.labels
+            labels.append(np.zeros(len(scores.frame), np.uint8) if frame_labels is None
+                          else frame_labels[scores.frame].astype(np.uint8))
+            continue
+        height, width = masks.shape[1:]
+        out = np.zeros(len(scores.frame), np.uint8)
+        for i, (f, box) in enumerate(zip(scores.frame, scores.boxes)):
+            x1, y1 = int(max(box[0], 0)), int(max(box[1], 0))
+            x2, y2 = int(min(np.ceil(box[2]), width)), int(min(np.ceil(box[3]), height))
+            if x2 > x1 and y2 > y1:
+                out[i] = masks[f, y1:y2, x1:x2].mean() >= min_cover
+        labels.append(out)
+    return labels
+
+
+def load_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None
+             ) -> tuple[dict, Profile, Dataset, Path]:
+    """The best checkpoint of a run, its profile, its dataset (``root`` overrides the recorded one) and
+    its cache folder."""
+    run = Path(run_dir)
+    state = load_checkpoint(run / "best.pt")
+    info = read_json(run / "run.json") if (run / "run.json").is_file() else {}
+    profile = profile_from_dict(state["profile"])
+    recorded = info.get("dataset", {}).get("root")
+    dataset_root = root or recorded
+    if dataset_root is None:
+        raise SSMTLError(f"{run} does not say where its dataset is; pass --root.")
+    dataset = open_dataset(profile.dataset, dataset_root)
+    cache = Path(cache_root or info.get("cache_root") or "cache")
+    return state, profile, dataset, cache
+
+
+def object_scores_for_run(run_dir: Path, state: dict, profile: Profile, dataset: Dataset, cache_root: Path,
+                          device: str = "auto", progress: bool = True, log=print,
+                          teacher_weights: str | None = None) -> tuple[list[ObjectScores], dict]:
+    """Raw task scores of every test object (cached per video, keyed by the checkpoint's hash)."""
+    device = pick_device(device)
+    detections = detect_dataset(dataset, profile.detect, cache_root, splits=("test",), progress=progress, log=log)
+    model = model_from_checkpoint(state, device)
+    scorer = Scorer(model, profile.sample, state["kd_layout"], device)
+    checkpoint_hash = file_sha256(run_dir / "best.pt")[:12]
+    folder = run_dir / "eval" / "object_scores"
+    teacher_cache = None
+    needs_teacher = state["kd_layout"].get("logits") and not state["kd_layout"].get("class_scores")
+    results, objects, seconds, frames_total = [], 0, 0.0, 0
+    for video in tqdm(dataset.test, desc="score test videos", unit="video", disable=not progress):
+        path = folder / f"{video.name}.npz"
+        if path.is_file():
+            arrays = load_npz(path)
+            if str(arrays.get("checkpoint", np.array(""))) == checkpoint_hash:
+                arrays.pop("checkpoint")
+                results.append(ObjectScores.from_arrays(arrays))
+                continue
+        frames = load_frames(video, cache_root / dataset.cache_id / "frames")
+        dets = detections.load(video)
+        logits = None
+        if needs_teacher and len(dets):
+            if teacher_cache is None:
+                teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
+                teacher_cache = TeacherCache(cache_root, dataset, teacher, detections.key)
+            logits = teacher_cache.logits(video, frames, dets.frame, dets.boxes, np.arange(len(dets)))
+        start = time.perf_counter()
+        scores = scorer.score_objects(frames, dets, logits)
+        seconds += time.perf_counter() - start
+        objects += len(dets)
+        frames_total += video.num_frames
+        save_npz(path, checkpoint=np.array(checkpoint_hash), **scores.to_arrays())
+        results.append(scores)
+    timing = {"objects": objects, "frames": frames_total, "seconds": round(seconds, 2),
+              "objects_per_s": round(objects / seconds, 1) if seconds else None,
+              "frames_per_s_from_cached_detections": round(frames_total / seconds, 1) if seconds else None}
+    return results, {"detections": detections.meta, "timing": timing, "checkpoint_sha256": checkpoint_hash}
+
+
+def evaluate_scores(dataset: Dataset, object_scores: list[ObjectScores], config: ScoreConfig,
+                    tracks: Tracks | None, tasks: tuple[str, ...] = ("aot", "irr", "mid", "kd")) -> tuple[dict, dict]:
+    """Micro/macro AUC for every task subset, RBDC/TBDC and per-video AUCs for all tasks together.
+
+    Returns:
+        (metrics, frame_curves): metrics as in ``metrics.json``; frame_curves maps a subset name
+        (``aot+irr+mid+kd``, ``aot``, ...) to per-video frame scores.
+    """
+    labels = [v.labels for v in dataset.test]
+    if any(lab is None for lab in labels):
+        raise SSMTLError(f"the test videos of {dataset.root} have no frame labels: evaluation needs the ground "
+                         "truth (see README: real-data runs).")
+    # Only the trained tasks count: an untrained head's output is noise.
+    available = tuple(t for t in tasks if all(t in s.tasks for s in object_scores))
+    if not available:
+        raise SSMTLError(f"none of the tasks {','.join(tasks)} has test scores; was the run trained on them?")
+    subsets = task_subsets(available)
+    full = available
+    curves: dict[str, list[np.ndarray]] = {}
+    ablation: dict[str, dict] = {}
+    full_regions = []
+    for subset in subsets:
+        name = "+".join(subset)
+        per_video = []
+        for i, (video, scores) in enumerate(zip(dataset.test, object_scores)):
+            result = score_video(scores, subset, video.num_frames, video.frame_size, config,
+                                 with_regions=subset == full)
+            per_video.append(result.frame_scores)
+            if subset == full:
+                full_regions.append(Regions(np.full(len(scores.frame), i), scores.frame, scores.boxes,
+                                            result.region_scores))
+        curves[name] = per_video
+        ablation[name] = {"micro_auc": micro_auc(labels, per_video), "macro_auc": macro_auc(labels, per_video)}
+    full_name = "+".join(full)
+    metrics = {"micro_auc": ablation[full_name]["micro_auc"], "macro_auc": ablation[full_name]["macro_auc"],
+               "rbdc": None, "tbdc": None}
+    if tracks is not None and len(tracks):
+        regions = Regions.concat(full_regions)
+        total_frames = int(sum(v.num_frames for v in dataset.test))
+        detection = rbdc_tbdc(regions, tracks, total_frames)
+        metrics["rbdc"], metrics["tbdc"] = float(detection["rbdc"]), float(detection["tbdc"])
+    metrics["per_video_auc"] = dict(zip([v.name for v in dataset.test],
+                                        per_video_auc(labels, curves[full_name])))
+    metrics["per_task"] = {t: ablation[t] for t in available}
+    metrics["ablation"] = ablation
+    metrics["tasks"] = list(full)
+    return metrics, curves
+
+
+def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None,
+                 out_dir: str | Path | None = None, device: str = "auto", progress: bool = True, log=print,
+                 score_overrides: dict | None = None, teacher_weights: str | None = None) -> dict:
+    """Score a trained run on its dataset's test split and write ``metrics.json`` and ``frame_scores.csv``.
+
+    Args:
+        run_dir: the folder written by ``ssmtl train``.
+        root: the dataset folder (default: the one the run was trained on).
+        cache_root: the cache folder (default: the one the run used).
+        out_dir: where to write (default: ``run_dir``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: progress bars.
+        log: where messages go.
+        score_overrides: settings of :class:`~ssmtl_core.config.ScoreConfig` to change (e.g. for a user's own
+            data); the published per-dataset settings are the default.
+        teacher_weights: state dict of the ImageNet teacher, if not the default one.
+    """
+    run = Path(run_dir)
+    out = Path(out_dir) if out_dir else run
+    state, profile, dataset, cache = load_run(run, root, cache_root)
+    if score_overrides:
+        from .config import apply_overrides
+
+        profile = apply_overrides(profile, {"score": score_overrides})
+    object_scores, info = object_scores_for_run(run, state, profile, dataset, cache, device, progress, log,
+                                                teacher_weights)
+    tracks = ground_truth_tracks(dataset)
+    metrics, curves = evaluate_scores(dataset, object_scores, profile.score, tracks, profile.train.tasks)
+    teacher = state["caches"].get("teacher")
+    report = {
+        **metrics,
+        "dataset": dataset.summary(),
+        "profile": profile.name,
+        "arch": profile.train.arch,
+        "trained_tasks": list(profile.train.tasks),
+        "detector": {k: v for k, v in info["detections"].items() if k != "class_names"},
+        "teacher": teacher,
+        "settings": {"score": profile.to_dict()["score"], "profile": profile.to_dict()},
+        "checkpoint": {"path": str(run / "best.pt"), "epoch": state["epoch"],
+                       "best_val_loss": state.get("best_val_loss"), "sha256_12": info["checkpoint_sha256"]},
+        "seed": profile.train.seed,
+        "timing": info["timing"],
+        "versions": package_versions(),
+        "ground_truth_tracks": None if tracks is None else {"regions": len(tracks), "tracks": tracks.num_tracks},
+    }
+    write_json(out / "metrics.json", report)
+    _write_frame_scores(out / "frame_scores.csv", dataset, curves, metrics["tasks"])
+    log(f"{profile.name} {profile.train.arch}: micro AUC {report['micro_auc']:.4f}, macro AUC "
+        f"{report['macro_auc']:.4f}, RBDC {_fmt(report['rbdc'])}, TBDC {_fmt(report['tbdc'])} -> {out / 'metrics.json'}")
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _write_frame_scores(path: Path, dataset: Dataset, curves: dict[str, list[np.ndarray]], tasks: list[str]) -> None:
+    full = "+".join(tasks)
+    columns = ["video", "frame", "label", "score"] + [t for t in tasks if t in curves and t != full]
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for i, video in enumerate(dataset.test):
+            labels = video.labels
+            for f in range(video.num_frames):
+                row = [video.name, f, int(labels[f]), f"{curves[full][i][f]:.6f}"]
+                row += [f"{curves[t][i][f]:.6f}" for t in columns[4:]]
+                writer.writerow(row)

@@ -1,0 +1,264 @@
+"""Batch reproduction: run every notebook through papermill and render ``reports/<profile>/`` (SPEC 1).
+
+``./run_all.sh`` calls :func:`main`. For the chosen profile it reads ``params/<profile>.yaml`` (the notebook
+parameters), generates the synthetic dataset when the profile needs it, executes each notebook with its
+parameters into ``reports/<profile>/<notebook>[/<arch>]/`` (executed notebook, ``metrics.json``, figures),
+and writes ``reports/<profile>/README.md`` with the tables and key figures.
+
+A step is skipped when its notebook, its parameters and the steps it depends on are unchanged since its
+last successful run (``.step.json`` in its folder). A failing notebook does not stop the study: it is
+named at the end and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ARCHITECTURES
+from .errors import SSMTLError
+from .io import machine_info, read_json, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_NOTEBOOK_BYTES = 1_000_000
+
+
+def repo_path(path: str | Path) -> Path:
+    """A path from a notebook parameter: relative paths are relative to the repository root, so notebooks
+    opened from ``notebooks/`` in JupyterLab and run by papermill from the root see the same folders."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO / path
+
+
+def open_or_generate(profile: str, data_root: str | Path, synth_size: str = "default", synth_seed: int = 0):
+    """Open the dataset of ``profile`` at ``data_root``; the synthetic one is generated there when missing."""
+    from .data import open_dataset
+
+    root = repo_path(data_root)
+    if profile == "synthetic" and not (root / "dataset.json").is_file():
+        from .data.synthetic import generate_synthetic
+
+        generate_synthetic(root, size=synth_size, seed=synth_seed)
+    return open_dataset(profile, root)
+
+
+@dataclass
+class Step:
+    """One notebook execution."""
+
+    notebook: str
+    arch: str | None = None
+    depends: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.notebook}/{self.arch}" if self.arch else self.notebook
+
+
+def plan(archs: list[str]) -> list[Step]:
+    """The study's steps in order, with what each depends on."""
+    steps = [Step("00_data_and_detections")]
+    for nb in ("01_arrow_of_time", "02_motion_irregularity", "03_middle_box_prediction", "04_knowledge_distillation"):
+        steps.append(Step(nb, depends=["00_data_and_detections"]))
+    for arch in archs:
+        steps.append(Step("05_train_architecture", arch, depends=["00_data_and_detections"]))
+    for arch in archs:
+        steps.append(Step("06_evaluate", arch, depends=[f"05_train_architecture/{arch}"]))
+    everything = [s.name for s in steps]
+    steps.append(Step("07_results_tables", depends=everything))
+    steps.append(Step("08_anomaly_gallery", depends=[f"06_evaluate/{a}" for a in archs]))
+    return steps
+
+
+def load_params(profile: str, quick: bool = False) -> dict[str, Any]:
+    """``params/<profile>.yaml``: ``common`` parameters, per-``notebooks`` ones, per-``archs`` ones, and a
+    ``quick`` section merged on top with ``--quick``."""
+    path = REPO / "params" / f"{profile}.yaml"
+    if not path.is_file():
+        raise SSMTLError(f"no parameters for profile {profile!r}: {path} is missing.")
+    data = yaml.safe_load(path.read_text()) or {}
+    params = {"common": dict(data.get("common", {})), "notebooks": dict(data.get("notebooks", {})),
+              "archs": dict(data.get("archs", {})), "list_archs": list(data.get("list_archs", ARCHITECTURES))}
+    if quick:
+        q = data.get("quick", {})
+        params["common"].update(q.get("common", {}))
+        for nb, values in q.get("notebooks", {}).items():
+            params["notebooks"].setdefault(nb, {}).update(values)
+        # quick settings replace the per-architecture ones (a quick run must not inherit long trainings)
+        params["archs"] = dict(q.get("archs", {}))
+        params["list_archs"] = list(q.get("list_archs", params["list_archs"]))
+    return params
+
+
+def step_parameters(step: Step, params: dict[str, Any], reports: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The parameters one notebook run gets: common, then notebook, then arch settings, then CLI flags."""
+    values = dict(params["common"])
+    values.update(params["notebooks"].get(step.notebook, {}))
+    if step.arch:
+        values.update(params["archs"].get(step.arch, {}).get(step.notebook, {}))
+        values["ARCH"] = step.arch
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    out = reports / step.notebook / step.arch if step.arch else reports / step.notebook
+    values["OUT_DIR"] = str(out)
+    if step.notebook in ("07_results_tables", "08_anomaly_gallery"):
+        values["REPORTS_DIR"] = str(reports)
+        values["ARCHS"] = ",".join(params["list_archs"])
+    return values
+
+
+def _notebook_digest(path: Path) -> str:
+    """A hash of the notebook's code and text, not its outputs or metadata."""
+    nb = json.loads(path.read_text())
+    cells = [(c["cell_type"], "".join(c["source"])) for c in nb["cells"]]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()[:16]
+
+
+def _filter_parameters(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Only the parameters the notebook declares (papermill would inject the others as new variables)."""
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    names = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
+             if "=" in line and not line.lstrip().startswith("#")}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log) -> dict[str, Any]:
+    """Execute one notebook with papermill unless its key is unchanged; return its status record."""
+    import papermill as pm
+
+    source = REPO / "notebooks" / f"{step.notebook}.ipynb"
+    out = repo_path(values["OUT_DIR"])
+    record_path = out / ".step.json"
+    if not force and record_path.is_file():
+        record = read_json(record_path)
+        if record.get("key") == key and record.get("status") == "ok" and (out / "metrics.json").is_file():
+            log(f"[skip] {step.name}: unchanged since {record.get('finished')}")
+            return {**record, "skipped": True}
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / f"{step.notebook}.ipynb"
+    log(f"[run]  {step.name} -> {out}")
+    started = time.perf_counter()
+    status, error = "ok", None
+    try:
+        pm.execute_notebook(str(source), str(executed), parameters=_filter_parameters(source, values),
+                            cwd=str(REPO), kernel_name="python3", progress_bar=False, log_output=False)
+    except Exception as exc:  # papermill re-raises the notebook's error; the study goes on
+        status, error = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
+        log(f"[FAIL] {step.name}: {error}")
+    seconds = round(time.perf_counter() - started, 1)
+    if executed.is_file() and executed.stat().st_size > MAX_NOTEBOOK_BYTES:
+        # Large executed notebooks stay on disk but out of git (.gitignore: *.large.ipynb).
+        executed.replace(executed.with_suffix(".large.ipynb"))
+    record = {"step": step.name, "key": key, "status": status, "error": error, "seconds": seconds,
+              "finished": dt.datetime.now().isoformat(timespec="seconds"), "parameters": values}
+    write_json(record_path, record)
+    log(f"       {step.name}: {status} in {seconds:.0f}s")
+    return record
+
+
+def compose_readme(reports: Path, profile: str, records: list[dict], command: str, total_seconds: float) -> Path:
+    """``reports/<profile>/README.md``: how it was made, the tables, the key figures, each step's status."""
+    lines = [f"# SSMTL study — `{profile}` profile", "",
+             f"Produced by `{command}` on {dt.date.today().isoformat()}; machine: "
+             f"{machine_info().get('cpu')} ({machine_info().get('cores')} cores"
+             f"{', GPU ' + machine_info()['gpu'] if machine_info().get('gpu') else ', no GPU'}). "
+             f"Total wall time of this run: {total_seconds / 60:.1f} min (skipped steps count as 0).", ""]
+    notes = REPO / "params" / f"{profile}.md"
+    if notes.is_file():
+        lines += [notes.read_text().strip(), ""]
+    tables = reports / "07_results_tables" / "tables.md"
+    if tables.is_file():
+        lines += [tables.read_text().strip(), ""]
+    for figure, caption in (("07_results_tables/results.png", "Our numbers next to the paper's"),
+                            ("07_results_tables/ablation.png", "Task ablation"),
+                            ("08_anomaly_gallery/score_curves.png", "Frame scores over the test videos"),
+                            ("08_anomaly_gallery/most_anomalous.png", "Most and least anomalous objects"),
+                            ("08_anomaly_gallery/heatmaps.png", "Anomaly maps on the most anomalous frames")):
+        if (reports / figure).is_file():
+            lines += [f"### {caption}", "", f"![{caption}]({figure})", ""]
+    lines += ["## Steps", "", "| step | status | seconds | folder |", "|---|---|---|---|"]
+    for r in records:
+        status = r["status"] + (" (skipped: unchanged)" if r.get("skipped") else "")
+        if r.get("error"):
+            status += f": {r['error']}"
+        folder = Path(r["parameters"]["OUT_DIR"]).resolve()
+        try:
+            folder = folder.relative_to(reports.resolve())
+        except ValueError:
+            pass
+        lines.append(f"| {r['step']} | {status} | {r['seconds']} | `{folder}` |")
+    path = reports / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``./run_all.sh [--profile P] [--data-root PATH] [--detector-weights PATH] [--epochs N] [--quick]``."""
+    parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="synthetic", choices=("synthetic", "ped2", "avenue", "shanghaitech"))
+    parser.add_argument("--data-root", help="dataset folder (default: the profile's params file)")
+    parser.add_argument("--detector-weights", help="YOLO weights (name, .pt or exported folder)")
+    parser.add_argument("--epochs", type=int, help="training epochs of every training notebook")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke run in a few minutes")
+    parser.add_argument("--archs", help="comma-separated architectures (default: all four)")
+    parser.add_argument("--only", help="comma-separated notebooks or steps to run (e.g. 07_results_tables)")
+    parser.add_argument("--reports", help="reports folder (default: reports/<profile>, reports/<profile>-quick)")
+    parser.add_argument("--runs", help="checkpoint folder (default: runs/<profile>)")
+    parser.add_argument("--cache", help="cache folder (default: the params file's)")
+    parser.add_argument("--device", help="auto, cpu or cuda")
+    parser.add_argument("--force", action="store_true", help="rerun steps even when unchanged")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.profile, args.quick)
+    archs = args.archs.split(",") if args.archs else params["list_archs"]
+    params["list_archs"] = archs
+    suffix = "-quick" if args.quick else ""
+    reports = repo_path(args.reports or f"reports/{args.profile}{suffix}")
+    overrides = {"DATA_ROOT": args.data_root, "DETECTOR_WEIGHTS": args.detector_weights, "EPOCHS": args.epochs,
+                 "RUNS_DIR": args.runs or params["common"].get("RUNS_DIR", f"runs/{args.profile}{suffix}"),
+                 "CACHE_DIR": args.cache, "DEVICE": args.device}
+    command = "./run_all.sh " + " ".join(argv if argv is not None else sys.argv[1:])
+    log = print
+    log(f"SSMTL study, profile {args.profile}{' (quick)' if args.quick else ''}: reports in {reports}")
+    if args.profile == "synthetic":
+        values = {**params["common"], **{k: v for k, v in overrides.items() if v is not None}}
+        open_or_generate("synthetic", values.get("DATA_ROOT", "data/synthetic"), values.get("SYNTH_SIZE", "default"),
+                         int(values.get("SYNTH_SEED", 0)))
+    started = time.perf_counter()
+    keys: dict[str, str] = {}
+    records = []
+    only = set(args.only.split(",")) if args.only else None
+    for step in plan(archs):
+        values = step_parameters(step, params, reports, overrides)
+        notebook = REPO / "notebooks" / f"{step.notebook}.ipynb"
+        key_data = {"notebook": _notebook_digest(notebook), "parameters": values,
+                    "depends": [keys.get(d) for d in step.depends]}
+        keys[step.name] = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        if only and step.notebook not in only and step.name not in only:
+            continue
+        records.append(run_step(step, values, keys[step.name], args.force, log))
+    total = time.perf_counter() - started
+    readme = compose_readme(reports, args.profile, records, command, total)
+    failed = [r["step"] for r in records if r["status"] != "ok"]
+    log(f"done in {total / 60:.1f} min; {readme}")
+    if failed:
+        log(f"FAILED notebooks: {', '.join(failed)} (executed copies with the error are in their folders)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SSMTLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
