@@ -46,7 +46,7 @@ class DetectConfig:
         max_area_frac: motion detector: largest blob area as a fraction of the frame.
         max_aspect: motion detector: largest box aspect ratio (long side / short side).
         var_threshold: motion detector: squared distance, in noise sigmas, that makes a pixel foreground.
-        pad: motion detector: box padding in pixels around each blob.
+        pad: motion detector: box padding in pixels around each blob (at 240-pixel-high frames; scaled).
     """
 
     detector: str = "motion"

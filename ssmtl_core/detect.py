@@ -100,7 +100,7 @@ class MotionDetector:
     def key(self) -> str:
         c = self.config
         settings = {"min_area": c.min_area, "max_area_frac": c.max_area_frac, "max_aspect": c.max_aspect,
-                    "var_threshold": c.var_threshold, "pad": c.pad, "version": 2}
+                    "var_threshold": c.var_threshold, "pad": c.pad, "version": 3}
         return f"motion-{stable_hash(settings, 8)}"
 
     def describe(self) -> dict:
@@ -133,8 +133,14 @@ class MotionDetector:
         background, noise = self._median_background(video)
         # var_threshold is a squared Mahalanobis distance, as in OpenCV's MOG2, so sqrt gives sigmas.
         threshold = max(float(np.sqrt(c.var_threshold)) * max(noise, 1.0), 10.0)
-        open_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-        close_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+        # The clean-up kernels and the padding are sized for 240-pixel-high frames (UCSD, the synthetic
+        # default) and scale with the frame: on small frames a 3x3 opening erases limbs and splits people.
+        scale = height / 240.0
+        open_size = 3 if scale >= 0.75 else 1
+        close_size = max(3, int(7 * scale) | 1)
+        pad = max(1, int(round(c.pad * scale)))
+        open_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (open_size, open_size))
+        close_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_size, close_size))
         max_area = c.max_area_frac * height * width
         parts = []
         for index, frame in tqdm(video.iter_frames(), total=video.num_frames, disable=not progress,
@@ -143,7 +149,8 @@ class MotionDetector:
             diff = cv2.absdiff(grey.astype(np.float32), background)
             mask = np.where(diff > threshold, np.uint8(255), np.uint8(0))
             cv2.accumulateWeighted(grey.astype(np.float32), background, 0.02, mask=cv2.bitwise_not(mask))
-            mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, open_kernel)
+            if open_size > 1:
+                mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, open_kernel)
             mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close_kernel)
             count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
             if count <= 1:
@@ -156,9 +163,9 @@ class MotionDetector:
             keep = (area >= c.min_area) & (area <= max_area) & (aspect <= c.max_aspect)
             if not keep.any():
                 continue
-            x1 = stats[keep, cv2.CC_STAT_LEFT].astype(np.float32) - c.pad
-            y1 = stats[keep, cv2.CC_STAT_TOP].astype(np.float32) - c.pad
-            boxes = np.stack([x1, y1, x1 + w[keep] + 2 * c.pad, y1 + h[keep] + 2 * c.pad], axis=1)
+            x1 = stats[keep, cv2.CC_STAT_LEFT].astype(np.float32) - pad
+            y1 = stats[keep, cv2.CC_STAT_TOP].astype(np.float32) - pad
+            boxes = np.stack([x1, y1, x1 + w[keep] + 2 * pad, y1 + h[keep] + 2 * pad], axis=1)
             boxes = _clip_boxes(boxes, width, height)
             # The score is the blob's fill ratio: solid blobs are objects, thin ones are noise or shadows.
             fill = area[keep] / np.maximum(w[keep] * h[keep], 1)

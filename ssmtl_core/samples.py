@@ -369,20 +369,28 @@ def _prefetch(generator: Iterator[Batch], depth: int) -> Iterator[Batch]:
                 thread.join(timeout=0.05)
 
 
-def scoring_sequences(frames: np.ndarray, frame_index: np.ndarray, boxes: np.ndarray, config: SampleConfig
-                   ) -> np.ndarray:
+def scoring_sequences(frames: np.ndarray, frame_index: np.ndarray, boxes: np.ndarray, config: SampleConfig,
+                      rgb: bool = True) -> np.ndarray:
     """The consecutive 7-frame sequences of test objects, windows clamped at the video's borders.
 
+    Args:
+        frames: (T, H, W, C) uint8 frames of the video.
+        frame_index: (N,) middle frame of each object.
+        boxes: (N, 4) boxes.
+        config: crop settings.
+        rgb: expand grey frames to RGB (False keeps one channel; the scorer expands it later).
+
     Returns:
-        (N, 2t+1, S, S, 3) uint8.
+        (N, 2t+1, S, S, 3) uint8, or (N, 2t+1, S, S, 1) for grey frames with ``rgb=False``.
     """
     t, size = config.temporal_half, config.crop_size
     offsets = consecutive_offsets(t)
-    out = np.empty((len(frame_index), 2 * t + 1, size, size, 3), np.uint8)
+    channels = 3 if rgb else frames.shape[-1]
+    out = np.empty((len(frame_index), 2 * t + 1, size, size, channels), np.uint8)
     last = len(frames) - 1
     pixels = box_pixels(boxes, *frames.shape[1:3]).tolist()
     for j, i in enumerate(frame_index):
-        out[j] = crop_object(frames, np.clip(i + offsets, 0, last), None, size, pixels=pixels[j])
+        out[j] = crop_object(frames, np.clip(i + offsets, 0, last), None, size, rgb=rgb, pixels=pixels[j])
     return out
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -459,7 +457,8 @@ def test_brute_force_seeds_exercise_ties_and_cut():
     assert cut and extended and tied
 
 
-def test_large_input_is_fast():
+def test_large_input_gives_one_point_per_distinct_score():
+    # Speed is measured in bench/, never asserted here; this checks the one-pass sweep on a large input.
     rng = np.random.default_rng(0)
     n_gt, n_pred = 10_000, 100_000
     gt_xy = rng.uniform(0, 200, size=(n_gt, 2))
@@ -476,10 +475,7 @@ def test_large_input_is_fast():
         np.concatenate([xy, xy + rng.uniform(10, 50, size=(n_pred, 2))], axis=1),
         np.round(rng.random(n_pred), 3),
     )
-    start = time.perf_counter()
     out = rbdc_tbdc(reg, gt, num_frames=20_000)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5.0, f"rbdc_tbdc took {elapsed:.2f} s on 100k predictions / 10k GT regions"
     assert out["raw_fpr"].size == np.unique(reg.scores).size
     assert 0.0 < out["rbdc"] < 1.0
 

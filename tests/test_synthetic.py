@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import cv2
@@ -156,9 +155,7 @@ def test_events_match_tracks(tiny, meta):
 
 def test_rerun_is_skipped(tiny, capsys):
     before = {p: p.stat().st_mtime_ns for p in tiny.rglob("*") if p.is_file()}
-    start = time.perf_counter()
     assert generate_synthetic(tiny, size="tiny", seed=0, progress=True) == tiny
-    assert time.perf_counter() - start < 0.5
     assert "already complete" in capsys.readouterr().err
     assert before == {p: p.stat().st_mtime_ns for p in tiny.rglob("*") if p.is_file()}
 
