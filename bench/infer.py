@@ -50,6 +50,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=3, help="Ped2 test videos to time")
     parser.add_argument("--archs", default=",".join(ARCHITECTURES))
+    parser.add_argument("--torch-archs", default="shallow_narrow", help="architectures also timed on eager PyTorch")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "infer.json"))
     args = parser.parse_args()
     if not PED2.is_dir() or not WEIGHTS.is_dir():
@@ -76,7 +77,7 @@ def main() -> int:
 
     rows = []
     for arch in args.archs.split(","):
-        for backend in ("openvino", "torch"):
+        for backend in ("openvino", "torch") if arch in args.torch_archs.split(",") else ("openvino",):
             if backend == "torch":
                 os.environ["SSMTL_NO_OPENVINO"] = "1"
             model = SSMTLModel(arch, kd_dim=1080, crop_size=64).eval()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import DetectConfig
 from .data.layouts import Dataset, Video

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import Profile, ScoreConfig, profile_from_dict
 from .data.frames import load_frames

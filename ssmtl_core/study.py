@@ -202,13 +202,15 @@ def compose_readme(reports: Path, profile: str, records: list[dict], command: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``./run_all.sh [--profile P] [--data-root PATH] [--detector-weights PATH] [--epochs N] [--quick]``."""
+    """``./run_all.sh [--profile P] [--data-root PATH] [--detector-weights PATH] [--epochs N] [--quick|--full]``."""
     parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="synthetic", choices=("synthetic", "ped2", "avenue", "shanghaitech"))
     parser.add_argument("--data-root", help="dataset folder (default: the profile's params file)")
     parser.add_argument("--detector-weights", help="YOLO weights (name, .pt or exported folder)")
     parser.add_argument("--epochs", type=int, help="training epochs of every training notebook")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke run in a few minutes")
+    parser.add_argument("--full", action="store_true",
+                        help="the paper's protocol: every training object, 30 epochs (unless --epochs); a GPU job")
     parser.add_argument("--archs", help="comma-separated architectures (default: all four)")
     parser.add_argument("--only", help="comma-separated notebooks or steps to run (e.g. 07_results_tables)")
     parser.add_argument("--reports", help="reports folder (default: reports/<profile>, reports/<profile>-quick)")
@@ -221,9 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.profile, args.quick)
     archs = args.archs.split(",") if args.archs else params["list_archs"]
     params["list_archs"] = archs
-    suffix = "-quick" if args.quick else ""
+    suffix = "-quick" if args.quick else "-full" if args.full else ""
     reports = repo_path(args.reports or f"reports/{args.profile}{suffix}")
-    overrides = {"DATA_ROOT": args.data_root, "DETECTOR_WEIGHTS": args.detector_weights, "EPOCHS": args.epochs,
+    if args.full and args.quick:
+        raise SSMTLError("--full and --quick contradict each other: choose one.")
+    full = {"EPOCHS": args.epochs or 30, "MAX_OBJECTS": 0, "FRAME_STRIDE": 0} if args.full else {}
+    overrides = {**full, "DATA_ROOT": args.data_root, "DETECTOR_WEIGHTS": args.detector_weights,
+                 "EPOCHS": args.epochs or full.get("EPOCHS"),
                  "RUNS_DIR": args.runs or params["common"].get("RUNS_DIR", f"runs/{args.profile}{suffix}"),
                  "CACHE_DIR": args.cache, "DEVICE": args.device}
     command = "./run_all.sh " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import Profile
 from .data.frames import load_frames

@@ -81,7 +81,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..errors import SSMTLError
 from ..io import atomic_path, read_json
