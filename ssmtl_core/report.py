@@ -88,8 +88,11 @@ def architecture_rows(results: dict[str, Any], profile: str) -> list[dict]:
     rows = []
     for arch in sorted(results["archs"], key=lambda a: ARCH_ORDER.index(a) if a in ARCH_ORDER else 9):
         metrics = results["archs"][arch]
+        train = metrics.get("settings", {}).get("profile", {}).get("train", {})
+        sample = metrics.get("settings", {}).get("profile", {}).get("sample", {})
         row = {"name": arch, **{m: metrics.get(m) for m in METRICS},
-               "epochs_trained": metrics.get("checkpoint", {}).get("epoch"),
+               "epochs_trained": train.get("epochs"), "best_epoch": metrics.get("checkpoint", {}).get("epoch"),
+               "max_train_objects": sample.get("max_train_objects"),
                "best_val_loss": metrics.get("checkpoint", {}).get("best_val_loss")}
         for m in METRICS:
             row[f"paper_{m}"] = paper.get(m)
@@ -106,10 +109,11 @@ def architecture_rows(results: dict[str, Any], profile: str) -> list[dict]:
 def markdown_architecture_table(rows: list[dict]) -> str:
     """The paper-style table: micro/macro AUC, RBDC, TBDC in %, ours | paper | difference."""
     header = "| architecture | " + " | ".join(f"{m.replace('_', ' ')} (ours / paper / diff)" for m in METRICS)
-    lines = [header + " | epochs |", "|---" * (len(METRICS) + 2) + "|"]
+    lines = [header + " | epochs (best) |", "|---" * (len(METRICS) + 2) + "|"]
     for row in rows:
         cells = [f"{_fmt(row[m])} / {_fmt(row[f'paper_{m}'])} / {_diff(row[m], row[f'paper_{m}'])}" for m in METRICS]
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {row.get('epochs_trained') or '—'} |")
+        epochs = f"{row.get('epochs_trained') or '—'} ({row.get('best_epoch') or '—'})"
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {epochs} |")
     return "\n".join(lines)
 
 

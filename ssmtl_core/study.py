@@ -171,7 +171,8 @@ def compose_readme(reports: Path, profile: str, records: list[dict], command: st
              f"Produced by `{command}` on {dt.date.today().isoformat()}; machine: "
              f"{machine_info().get('cpu')} ({machine_info().get('cores')} cores"
              f"{', GPU ' + machine_info()['gpu'] if machine_info().get('gpu') else ', no GPU'}). "
-             f"Total wall time of this run: {total_seconds / 60:.1f} min (skipped steps count as 0).", ""]
+             f"Wall time of this invocation: {total_seconds / 60:.1f} min; all steps from scratch (the sum of each "
+             f"step's last run): {sum(r['seconds'] for r in records) / 60:.1f} min.", ""]
     notes = REPO / "params" / f"{profile}.md"
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]

@@ -727,7 +727,7 @@ def write_annotated_video(frames: Iterable[np.ndarray], boxes_per_frame: list[np
                                thickness=max(1, size[0] // 320))
             out = np.vstack([frame, strip.render(i)])
             if suffix == ".gif":
-                gif.append(Image.fromarray(out).quantize(colors=128, method=Image.Quantize.FASTOCTREE))
+                gif.append(Image.fromarray(out).quantize(colors=64, method=Image.Quantize.FASTOCTREE))
             else:
                 if writer is None:
                     writer, path = _open_writer(path, fps, (out.shape[1], out.shape[0]))
