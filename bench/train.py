@@ -12,7 +12,7 @@ Measured (each written to the JSON, with the machine, the package versions, the 
     training objects; the sampler's default 2 worker threads, ``cv2.setNumThreads(1)``. Also through the
     trainer's prefetching iterator (``train._batches``: one more thread, batches prepared ahead).
     Target: >= 3000 objects/s on this 2-core machine.
-(b) ``training``: objects/s of full training steps (``task_losses`` + ``total_loss``, backward, Adam) over
+(b) ``training``: objects/s of full training steps (``train.training_step``: the four losses, backward, Adam) over
     all four tasks, batch 64, for every preset at 64x64 and for ``shallow_narrow`` at 32x32, on batches
     made beforehand (so data loading is not timed), after warm-up steps. The distillation target is 1080
     values (1000 ImageNet logits + 80 COCO class scores, the shape with a COCO detector), random here:
@@ -76,8 +76,8 @@ from ssmtl_core.train import (  # noqa: E402
     _batch_seed,
     _batches,
     prepare_training_data,
-    task_losses,
     total_loss,
+    training_step,
 )
 
 
@@ -194,12 +194,7 @@ def time_steps(arch: str, batches: list[Batch], kd_targets: np.ndarray, crop: in
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step(batch: Batch) -> float:
-        losses = task_losses(model, batch, TASKS, kd_targets, device)
-        loss = total_loss(losses, 0.5)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return total_loss(training_step(model, optimizer, batch, TASKS, kd_targets, 0.5, device), 0.5).item()
 
     for i in range(warmup):
         step(batches[i % len(batches)])
@@ -229,10 +224,7 @@ def end_to_end(sampler: SequenceSampler, index: np.ndarray, kd_targets: np.ndarr
     iterator = _batches(sampler, order, BATCH, 0, 3, 0)
 
     def step(batch: Batch) -> None:
-        loss = total_loss(task_losses(model, batch, TASKS, kd_targets, device), 0.5)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(model, optimizer, batch, TASKS, kd_targets, 0.5, device)
 
     step(next(iterator))  # warm-up; the clock starts after it
     waited, objects = 0.0, 0
