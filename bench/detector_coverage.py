@@ -35,9 +35,10 @@ def coverage(dataset, tracks, folder: Path) -> dict:
         path = folder / f"{video.name}.npz"
         if not path.is_file():
             raise SystemExit(f"{path} is missing: build the cache first (ssmtl detect ... --split test)")
-        cached = np.load(path)
+        with np.load(path) as cached:  # an npz member is re-read on every access: take each array once
+            frame, all_boxes = cached["frame"], cached["boxes"]
         for i in np.where(tracks.video == v)[0]:
-            boxes = cached["boxes"][cached["frame"] == tracks.frame[i]]
+            boxes = all_boxes[frame == tracks.frame[i]]
             best = float(box_iou(tracks.boxes[i:i + 1], boxes).max()) if len(boxes) else 0.0
             for t in THRESHOLDS:
                 hits[t] += best >= t

@@ -25,6 +25,7 @@ from ssmtl_core.config import get_profile
 from ssmtl_core.data import open_dataset
 from ssmtl_core.detect import DetectionCache, make_detector
 from ssmtl_core.metrics import macro_auc, micro_auc
+from ssmtl_core.score import minmax
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,10 +45,6 @@ def frame_statistics(frame: np.ndarray, boxes: np.ndarray, num_frames: int) -> d
     return {"objects per frame": count, "largest box area": area, "largest box displacement": speed}
 
 
-def normalise(values: np.ndarray) -> np.ndarray:
-    return (values - values.min()) / max(float(values.max() - values.min()), 1e-12)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(REPO / "data" / "synthetic"))
@@ -65,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         stats = frame_statistics(detections.frame, detections.boxes, video.num_frames)
         stats["random"] = rng.random(video.num_frames)
         for name, values in stats.items():
-            scores.setdefault(name, []).append(normalise(values))
+            scores.setdefault(name, []).append(minmax(values))
         labels.append(video.labels)
     rows = {name: {"micro_auc": round(100 * micro_auc(labels, s), 1), "macro_auc": round(100 * macro_auc(labels, s), 1)}
             for name, s in scores.items()}

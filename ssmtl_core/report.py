@@ -88,8 +88,8 @@ def architecture_rows(results: dict[str, Any], profile: str) -> list[dict]:
     rows = []
     for arch in sorted(results["archs"], key=lambda a: ARCH_ORDER.index(a) if a in ARCH_ORDER else 9):
         metrics = results["archs"][arch]
-        train = metrics.get("settings", {}).get("profile", {}).get("train", {})
-        sample = metrics.get("settings", {}).get("profile", {}).get("sample", {})
+        settings = metrics.get("settings", {}).get("profile", {})
+        train, sample = settings.get("train", {}), settings.get("sample", {})
         row = {"name": arch, **{m: metrics.get(m) for m in METRICS},
                "epochs_trained": train.get("epochs"), "best_epoch": metrics.get("checkpoint", {}).get("epoch"),
                "max_train_objects": sample.get("max_train_objects"),

@@ -1,11 +1,12 @@
 """Fast inference on a CPU: PyTorch modules compiled by OpenVINO, with PyTorch as the fallback.
 
 On this study's reference machine (2 AMD EPYC cores, AVX2) OpenVINO's CPU plugin runs the SSMTL encoder and
-heads about four times faster than eager PyTorch (``bench/infer.py``), and the ImageNet teacher likewise, when
-two things hold: the LATENCY hint (one stream on all cores; a synchronous call under the THROUGHPUT hint uses
-one stream, i.e. one core, and ran 3x slower here) and small sub-batches (32 objects keep the activations in
-cache; one call on 512 objects was 1.5x slower than 16 calls on 32). The compiled model computes the same function (differences ~1e-7), so training
-stays in PyTorch and only inference goes through here. On a GPU PyTorch is used directly.
+heads 1.6-3.2x faster than eager PyTorch (``bench/infer.py``), and the ImageNet teacher likewise, when two
+things hold: the LATENCY hint (one stream on all cores; a synchronous call under the THROUGHPUT hint uses one
+stream, i.e. one core, and ran 3x slower here) and small sub-batches (32 objects keep the activations in
+cache; one call on 512 objects was 1.5x slower than 16 calls on 32). The compiled model computes the same
+function (differences ~1e-7), so training stays in PyTorch and only inference goes through here. On a GPU
+PyTorch is used directly.
 """
 
 from __future__ import annotations

@@ -224,13 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.profile, args.quick)
     archs = args.archs.split(",") if args.archs else params["list_archs"]
     params["list_archs"] = archs
-    suffix = "-quick" if args.quick else "-full" if args.full else ""
-    reports = repo_path(args.reports or f"reports/{args.profile}{suffix}")
     if args.full and args.quick:
         raise SSMTLError("--full and --quick contradict each other: choose one.")
-    full = {"EPOCHS": args.epochs or 30, "MAX_OBJECTS": 0, "FRAME_STRIDE": 0} if args.full else {}
+    suffix = "-quick" if args.quick else "-full" if args.full else ""
+    reports = repo_path(args.reports or f"reports/{args.profile}{suffix}")
+    full = {"MAX_OBJECTS": 0, "FRAME_STRIDE": 0} if args.full else {}
     overrides = {**full, "DATA_ROOT": args.data_root, "DETECTOR_WEIGHTS": args.detector_weights,
-                 "EPOCHS": args.epochs or full.get("EPOCHS"),
+                 "EPOCHS": args.epochs or (30 if args.full else None),
                  "RUNS_DIR": args.runs or params["common"].get("RUNS_DIR", f"runs/{args.profile}{suffix}"),
                  "CACHE_DIR": args.cache, "DEVICE": args.device}
     command = "./run_all.sh " + " ".join(argv if argv is not None else sys.argv[1:])
