@@ -390,21 +390,13 @@ def _group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return uniq, np.append(starts, order.size), order
 
 
-def _greedy_match(
-    regions: Regions, tracks: Tracks, order: np.ndarray, beta: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy per-frame matching of all predictions taken in ``order`` (descending score).
+def _frames_in_common(regions: Regions, tracks: Tracks, order: np.ndarray):
+    """Yield ``(ranks, gts)`` per (video, frame) holding both predictions and ground truth.
 
-    Returns:
-        ``(is_tp, gt_of)``, both indexed by *rank* in ``order``: whether the prediction is a true positive,
-        and the index (into ``tracks``) of the ground-truth region it matched (-1 for false positives).
+    ``ranks`` are positions in ``order`` (ascending, i.e. descending score; ties in input order) of the
+    frame's predictions, ``gts`` the indices into ``tracks`` of its ground-truth regions (input order).
     """
     n = len(regions)
-    is_tp = np.zeros(n, dtype=bool)
-    gt_of = np.full(n, -1, dtype=np.int64)
-    if n == 0 or len(tracks) == 0:
-        return is_tp, gt_of
-    # One integer key per (video, frame) shared by predictions and ground truth.
     both = np.concatenate(
         [
             np.stack([regions.video[order], regions.frame[order]], axis=1),
@@ -413,32 +405,57 @@ def _greedy_match(
     )
     _, key = np.unique(both, axis=0, return_inverse=True)
     key = key.reshape(-1)
-    pred_key, gt_key = key[:n], key[n:]
-    # Predictions grouped by frame; the stable sort keeps ranks ascending, i.e. descending score, within
-    # each frame. Ground truth grouped by frame in input order (ties in IoU go to the first such region).
-    p_uniq, p_start, p_rows = _group_rows(pred_key)
-    g_uniq, g_start, g_rows = _group_rows(gt_key)
-    common, p_idx, g_idx = np.intersect1d(p_uniq, g_uniq, assume_unique=True, return_indices=True)
-    ranked_boxes = regions.boxes[order]
+    p_uniq, p_start, p_rows = _group_rows(key[:n])
+    g_uniq, g_start, g_rows = _group_rows(key[n:])
+    _, p_idx, g_idx = np.intersect1d(p_uniq, g_uniq, assume_unique=True, return_indices=True)
     for pi, gi in zip(p_idx, g_idx, strict=True):
-        ranks = p_rows[p_start[pi] : p_start[pi + 1]]
-        gts = g_rows[g_start[gi] : g_start[gi + 1]]
+        yield p_rows[p_start[pi] : p_start[pi + 1]], g_rows[g_start[gi] : g_start[gi + 1]]
+
+
+def _published_match(regions: Regions, tracks: Tracks, order: np.ndarray, beta: float):
+    """The published rules: per prediction, a false positive or the detection of every region it overlaps.
+
+    Returns:
+        ``(is_fp, detected_at)``: per rank in ``order``, whether the prediction is a false positive (IoU
+        below ``beta`` with every ground-truth region of its frame); per ground-truth region, the first
+        rank whose prediction overlaps it with IoU >= ``beta`` (``len(regions)`` when none does).
+    """
+    n = len(regions)
+    is_fp = np.ones(n, dtype=bool)
+    detected_at = np.full(len(tracks), n, dtype=np.int64)
+    ranked_boxes = regions.boxes[order]
+    for ranks, gts in _frames_in_common(regions, tracks, order):
+        hit = box_iou(ranked_boxes[ranks], tracks.boxes[gts]) >= beta
+        is_fp[ranks[hit.any(axis=1)]] = False
+        detected_at[gts] = np.where(hit, ranks[:, None], n).min(axis=0)
+    return is_fp, detected_at
+
+
+def _one_to_one_match(regions: Regions, tracks: Tracks, order: np.ndarray, beta: float):
+    """The stricter one-to-one rule (kept to measure what the published rules change).
+
+    Each prediction, in descending score, takes the still-undetected region of highest IoU >= ``beta``
+    (ties: input order); a prediction left without one is a false positive, even when it overlaps regions
+    that higher-scored predictions already took. Same return values as :func:`_published_match`.
+    """
+    n = len(regions)
+    is_fp = np.ones(n, dtype=bool)
+    detected_at = np.full(len(tracks), n, dtype=np.int64)
+    ranked_boxes = regions.boxes[order]
+    for ranks, gts in _frames_in_common(regions, tracks, order):
         iou = box_iou(ranked_boxes[ranks], tracks.boxes[gts])
-        iou[iou < beta] = -1.0  # below beta can never match: treat like "no candidate"
-        candidates = np.flatnonzero(iou.max(axis=1) >= 0.0)  # rows with at least one IoU >= beta
-        left = gts.size
-        for r in candidates:
-            row = iou[r]
-            j = int(np.argmax(row))  # unmatched GT region of highest IoU (matched columns are -1)
-            if row[j] < 0.0:
-                continue  # every GT it overlaps enough is already matched: false positive
-            is_tp[ranks[r]] = True
-            gt_of[ranks[r]] = gts[j]
-            iou[:, j] = -1.0  # this GT region is taken for all lower-scored predictions of the frame
-            left -= 1
-            if left == 0:
-                break  # every GT region of the frame is matched; the rest are false positives
-    return is_tp, gt_of
+        iou[iou < beta] = -1.0  # below beta can never match
+        for r in np.flatnonzero(iou.max(axis=1) >= 0.0):
+            j = int(np.argmax(iou[r]))  # taken columns are -1
+            if iou[r, j] < 0.0:
+                continue
+            is_fp[ranks[r]] = False
+            detected_at[gts[j]] = ranks[r]
+            iou[:, j] = -1.0
+    return is_fp, detected_at
+
+
+MATCHING_RULES = {"published": _published_match, "one_to_one": _one_to_one_match}
 
 
 def rbdc_tbdc(
@@ -448,23 +465,26 @@ def rbdc_tbdc(
     alpha: float = 0.1,
     beta: float = 0.1,
     max_fpr: float = 1.0,
+    rules: str = "published",
 ) -> dict:
     """Region-based (RBDC) and track-based (TBDC) detection criteria (Ramachandra & Jones, WACV 2020).
 
-    Used by SSMTL (Sec. 4) as its localisation metrics. Definitions implemented:
+    SSMTL's localisation metrics (paper Sec. 4; ``docs/method.md``, "Metrics"). The published rules:
 
-    * A threshold sweeps the region scores; every distinct score is one curve point, and at a threshold
-      the predictions are the regions with score >= threshold.
-    * Within each frame (of each video) the predictions are taken in descending score (ties: input order);
-      a prediction is a true positive when some still-unmatched ground-truth region of the same frame has
-      IoU >= ``beta`` with it; it is matched to the unmatched region of highest IoU (ties: input order of
-      the ground truth). Otherwise it is a false positive, including when the only regions it overlaps were
-      already matched by higher-scored predictions (a region is never counted twice).
-    * RBDC rate = matched ground-truth regions / all ground-truth regions.
-    * TBDC rate = detected tracks / all tracks; a track of ``n`` regions is detected once at least
-      ``alpha * n`` of its regions are matched (and at least one).
-    * x-axis of both = false-positive regions per frame = FP count / ``num_frames``.
-    * Each score is the area under its curve for FPR in [0, ``max_fpr``], see :func:`detection_curve_area`.
+    * A threshold sweeps the region scores; each distinct score is one curve point (a tie group enters
+      whole), and the predictions at a threshold are the regions scoring at least that much.
+    * A prediction is a **false positive** only when its IoU with every ground-truth region of its frame is
+      below ``beta``. Otherwise it **detects every** region of its frame with IoU >= ``beta``; one that only
+      overlaps regions already detected is neither a true nor a false positive.
+    * RBDC rate = detected regions / all regions. TBDC rate = detected tracks / all tracks, a track of ``n``
+      regions being detected once ``max(1, ceil(alpha * n))`` of them are.
+    * x-axis of both: false positives per frame, over all ``num_frames`` test frames. Each criterion is the
+      trapezoid area of its curve from (0, 0), cut at ``max_fpr`` or extended flat to it
+      (:func:`detection_curve_area`).
+
+    ``rules="one_to_one"`` is the stricter variant this project used before (each prediction detects at
+    most its best still-undetected region, and a duplicate on a detected region is a false positive); it
+    is kept only to report what the published rules change on the same scores.
 
     Args:
         regions: the scored predicted regions of all test videos.
@@ -473,6 +493,7 @@ def rbdc_tbdc(
         alpha: fraction of a track's regions that must be detected for the track to be detected.
         beta: minimum IoU for a prediction to detect a ground-truth region.
         max_fpr: false positives per frame where the curves are cut (1 in the literature).
+        rules: ``"published"`` (default) or ``"one_to_one"``.
 
     Returns:
         ``{"rbdc", "tbdc"}``: the two areas in [0, 1]; ``"fpr", "rbdc_curve", "tbdc_curve"``: the
@@ -481,7 +502,7 @@ def rbdc_tbdc(
         threshold, before cutting; ``"num_regions", "num_tracks"``: the ground-truth totals.
 
     Raises:
-        ValueError: no ground-truth regions, ``num_frames`` < 1, or invalid ``alpha`` / ``beta``.
+        ValueError: no ground-truth regions, ``num_frames`` < 1, invalid ``alpha`` / ``beta`` / ``rules``.
     """
     if len(tracks) == 0:
         raise ValueError(
@@ -494,12 +515,14 @@ def rbdc_tbdc(
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must lie in (0, 1], got {beta}")
+    if rules not in MATCHING_RULES:
+        raise ValueError(f"rules must be one of {sorted(MATCHING_RULES)}, got {rules!r}")
     num_gt = len(tracks)
     _, track_index = np.unique(np.stack([tracks.video, tracks.track], axis=1), axis=0, return_inverse=True)
     track_index = track_index.reshape(-1)
     track_len = np.bincount(track_index)
     num_tracks = int(track_len.size)
-    # Matched regions a track needs: the smallest integer c >= alpha * n (a small tolerance keeps e.g.
+    # Detected regions a track needs: the smallest integer c >= alpha * n (a small tolerance keeps e.g.
     # 0.55 * 100 = 55.00000000000001 at 55), and at least 1 so an undetected track never counts.
     need = np.maximum(1, np.ceil(alpha * track_len - 1e-9)).astype(np.int64)
 
@@ -514,32 +537,26 @@ def rbdc_tbdc(
             "num_regions": num_gt, "num_tracks": num_tracks,
         }  # fmt: skip
 
-    # Why one pass is exact: inside a frame the matching is greedy in descending score, so the decision for
-    # a prediction depends only on the higher-scored predictions of its frame. Lowering the threshold only
-    # appends lower-scored predictions after those already processed, which leaves every earlier decision
-    # unchanged. Hence matching ALL predictions once, in descending score, and taking cumulative TP / FP
-    # counts over that order gives exactly the counts a from-scratch matching would give at every threshold.
-    # (Equal scores are ordered by input index here and in the per-threshold definition alike; a threshold
-    # admits a whole tie group at once, so only the ends of tie groups are curve points.)
+    # Why one pass is exact: whether a prediction is a false positive, and which regions it detects,
+    # depends only on itself and on higher-scored predictions of its frame. Lowering the threshold only adds
+    # lower-scored predictions, which changes no earlier decision; so matching ALL predictions once in
+    # descending score and counting cumulatively gives the from-scratch counts at every threshold.
     order = np.argsort(-regions.scores, kind="stable")
-    is_tp, gt_of = _greedy_match(regions, tracks, order, beta)
+    is_fp, detected_at = MATCHING_RULES[rules](regions, tracks, order, beta)
     sorted_scores = regions.scores[order]
     ends = np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))  # last rank of each tie
-    tp_cum = np.cumsum(is_tp)[ends]
-    fp_cum = np.cumsum(~is_tp)[ends]
+    fp_cum = np.cumsum(is_fp)[ends]
+    regions_cum = np.searchsorted(np.sort(detected_at), ends, side="right")
 
-    # Track detection: rank of the prediction giving a track its need-th matched region.
-    tp_ranks = np.flatnonzero(is_tp)  # ascending rank
-    tp_track = track_index[gt_of[tp_ranks]]
-    by_track = np.lexsort((tp_ranks, tp_track))
-    ranks_t, track_t = tp_ranks[by_track], tp_track[by_track]
-    first = np.searchsorted(track_t, track_t, side="left")  # start of each track's run of matches
-    nth = np.arange(track_t.size) - first  # 0-based count of earlier matches of the same track
-    detect_ranks = np.sort(ranks_t[nth == need[track_t] - 1])
-    tracks_cum = np.searchsorted(detect_ranks, ends, side="right")
+    # Track detection: the rank at which a track's need-th region is detected (n when it never is).
+    by_track = np.lexsort((detected_at, track_index))
+    ranks_t, track_t = detected_at[by_track], track_index[by_track]
+    first = np.searchsorted(track_t, np.arange(num_tracks), side="left")
+    track_detected_at = ranks_t[first + need - 1]
+    tracks_cum = np.searchsorted(np.sort(track_detected_at), ends, side="right")
 
     raw_fpr = fp_cum / float(num_frames)
-    raw_rbdc = tp_cum / float(num_gt)
+    raw_rbdc = regions_cum / float(num_gt)
     raw_tbdc = tracks_cum / float(num_tracks)
     rbdc, x, y_r = detection_curve_area(raw_fpr, raw_rbdc, max_fpr)
     tbdc, _, y_t = detection_curve_area(raw_fpr, raw_tbdc, max_fpr)

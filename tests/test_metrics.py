@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -158,48 +160,94 @@ def test_track_detection_when_reached_by_lower_scores():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 3. a second prediction on an already-matched GT region is a false positive
+# 3. the published rules: duplicates are neither TP nor FP; one prediction detects every region it overlaps
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_duplicate_prediction_is_false_positive():
+def test_duplicate_on_a_detected_region_is_neither_true_nor_false_positive():
     gt = tracks([(0, 0, 0, G1), (0, 1, 0, G2)])
-    dup = [1.0, 1.0, 11.0, 11.0]  # IoU with G1 = 81 / 119 = 0.68, but G1 is taken by then
+    dup = [1.0, 1.0, 11.0, 11.0]  # IoU with G1 = 81 / 119 = 0.68, G1 already detected by then
     rows = [(0, 0, G1, 0.9), (0, 0, dup, 0.8), (0, 0, G2, 0.7)]
     out = rbdc_tbdc(regions(rows), gt, num_frames=2)
-    # 0.9: G1 matched -> (0, 0.5). 0.8: duplicate, FP -> (0.5, 0.5). 0.7: G2 -> (0.5, 1.0).
-    # Area = 0.5 * 0.5 + 0.5 * 1.0 = 0.75 (counting G1 twice would give 1.0 from FPR 0.5 on, or rates > 1).
-    np.testing.assert_allclose(out["raw_fpr"], [0.0, 0.5, 0.5])
+    # 0.9: G1 detected -> (0, 0.5). 0.8: duplicate, no new region, not a FP -> (0, 0.5). 0.7: G2 -> (0, 1).
+    np.testing.assert_allclose(out["raw_fpr"], [0.0, 0.0, 0.0])
     np.testing.assert_allclose(out["raw_rbdc"], [0.5, 0.5, 1.0])
-    assert out["rbdc"] == pytest.approx(0.75)
-    assert out["tbdc"] == pytest.approx(0.75)
+    assert out["rbdc"] == pytest.approx(1.0)
+    assert out["tbdc"] == pytest.approx(1.0)
+    # The stricter one-to-one rule counts the duplicate as a FP: (0, .5), (.5, .5), (.5, 1) -> 0.75.
+    strict = rbdc_tbdc(regions(rows), gt, num_frames=2, rules="one_to_one")
+    np.testing.assert_allclose(strict["raw_fpr"], [0.0, 0.5, 0.5])
+    assert strict["rbdc"] == pytest.approx(0.75)
 
 
-def test_second_prediction_takes_next_unmatched_region():
-    # Two overlapping GT regions; two identical predictions. The first takes G1 (IoU 1 > 1/3); the second
-    # finds G1 taken and matches G2 (IoU 1/3 >= beta): both are true positives, no false positive.
+def test_one_box_over_two_regions_detects_both():
+    # Two overlapping GT regions (two people side by side), one prediction covering both:
+    # IoU(P, A) = 100 / 200 = 0.5, IoU(P, B) = 100 / 200 = 0.5, both >= beta -> both detected at once.
+    a, b = [0.0, 0.0, 10.0, 10.0], [10.0, 0.0, 20.0, 10.0]
+    gt = tracks([(0, 0, 0, a), (0, 1, 0, b)])
+    out = rbdc_tbdc(regions([(0, 0, [0.0, 0.0, 20.0, 10.0], 0.9)]), gt, num_frames=1)
+    np.testing.assert_allclose(out["raw_rbdc"], [1.0])
+    np.testing.assert_allclose(out["raw_tbdc"], [1.0])
+    assert out["rbdc"] == pytest.approx(1.0) and out["tbdc"] == pytest.approx(1.0)
+    # One-to-one: the box takes A only (first of the tied IoUs); B stays undetected.
+    assert rbdc_tbdc(regions([(0, 0, [0.0, 0.0, 20.0, 10.0], 0.9)]), gt, 1, rules="one_to_one")[
+        "rbdc"
+    ] == pytest.approx(0.5)
+    # With beta = 0.6 neither overlap is enough: one false positive in one frame -> (1, 0): area 0.
+    high = rbdc_tbdc(regions([(0, 0, [0.0, 0.0, 20.0, 10.0], 0.9)]), gt, num_frames=1, beta=0.6)
+    np.testing.assert_allclose(high["raw_fpr"], [1.0])
+    assert high["rbdc"] == pytest.approx(0.0)
+
+
+def test_ties_enter_together_whatever_their_input_order():
+    # Three predictions tied at 0.5 in one frame (a FP, a box on G1, a duplicate on G1) and one on G2 at 0.9.
+    gt = tracks([(0, 0, 0, G1), (0, 1, 0, G2)])
+    rows = [(0, 0, G2, 0.9), (0, 0, FAR, 0.5), (0, 0, G1, 0.5), (0, 0, [1.0, 1.0, 11.0, 11.0], 0.5)]
+    outs = [rbdc_tbdc(regions([rows[i] for i in perm]), gt, num_frames=4) for perm in ([0, 1, 2, 3], [3, 2, 1, 0])]
+    for out in outs:  # one point per distinct score: (0, 0.5) then (0.25, 1.0)
+        np.testing.assert_allclose(out["raw_fpr"], [0.0, 0.25])
+        np.testing.assert_allclose(out["raw_rbdc"], [0.5, 1.0])
+        np.testing.assert_allclose(out["thresholds"], [0.9, 0.5])
+    assert outs[0]["rbdc"] == outs[1]["rbdc"] == pytest.approx(0.5 * 0.25 * 1.5 + 0.75)
+
+
+def test_second_prediction_takes_next_unmatched_region_under_one_to_one():
+    # Two overlapping GT regions; two identical predictions. One-to-one: the first takes G1 (IoU 1 > 1/3),
+    # the second finds G1 taken and takes G2 (IoU 1/3 >= beta). Published: the first detects both, the
+    # second is a duplicate. Both rules: RBDC 1, no false positive.
     g2 = [5.0, 0.0, 15.0, 10.0]
     gt = tracks([(0, 0, 0, G1), (0, 1, 0, g2)])
-    out = rbdc_tbdc(regions([(0, 0, G1, 0.9), (0, 0, G1, 0.8)]), gt, num_frames=1)
-    np.testing.assert_allclose(out["raw_fpr"], [0.0, 0.0])
-    np.testing.assert_allclose(out["raw_rbdc"], [0.5, 1.0])
-    assert out["rbdc"] == pytest.approx(1.0)
-    # With beta = 0.5 the second one no longer reaches G2 (1/3 < 0.5) -> FP: points (0, 0.5), (1, 0.5).
-    strict = rbdc_tbdc(regions([(0, 0, G1, 0.9), (0, 0, G1, 0.8)]), gt, num_frames=1, beta=0.5)
-    assert strict["rbdc"] == pytest.approx(0.5)
+    preds = regions([(0, 0, G1, 0.9), (0, 0, G1, 0.8)])
+    one = rbdc_tbdc(preds, gt, num_frames=1, rules="one_to_one")
+    np.testing.assert_allclose(one["raw_rbdc"], [0.5, 1.0])
+    pub = rbdc_tbdc(preds, gt, num_frames=1)
+    np.testing.assert_allclose(pub["raw_rbdc"], [1.0, 1.0])
+    assert one["rbdc"] == pub["rbdc"] == pytest.approx(1.0)
+    # With beta = 0.5 the second one no longer reaches G2 (1/3 < 0.5) -> one-to-one: FP; published:
+    # a duplicate of G1, no FP, G2 never detected.
+    strict = rbdc_tbdc(preds, gt, num_frames=1, beta=0.5, rules="one_to_one")
     np.testing.assert_allclose(strict["raw_fpr"], [0.0, 1.0])
+    assert strict["rbdc"] == pytest.approx(0.5)
+    pub_strict = rbdc_tbdc(preds, gt, num_frames=1, beta=0.5)
+    np.testing.assert_allclose(pub_strict["raw_fpr"], [0.0, 0.0])
+    assert pub_strict["rbdc"] == pytest.approx(0.5)
 
 
-def test_prediction_takes_highest_iou_region_not_first_listed():
+def test_one_to_one_takes_highest_iou_region_not_first_listed():
     # GT listed as A = [2,0,12,10], B = [0,0,10,10]; beta = 0.5.
     # P1 = [0,0,10,10] (score 0.9): IoU(A) = 80/120 = 0.67, IoU(B) = 1 -> takes B (highest), not A (first).
     # P2 = [4,0,14,10] (score 0.8): IoU(A) = 80/120 = 0.67, IoU(B) = 60/140 = 0.43 < 0.5 -> takes A.
     # Points (0, 0.5), (0, 1.0) -> RBDC 1. Had P1 taken A, P2 would be a false positive: (1, 0.5) -> 0.5.
     gt = tracks([(0, 0, 0, [2.0, 0.0, 12.0, 10.0]), (0, 1, 0, G1)])
     preds = regions([(0, 0, G1, 0.9), (0, 0, [4.0, 0.0, 14.0, 10.0], 0.8)])
-    out = rbdc_tbdc(preds, gt, num_frames=1, beta=0.5)
+    out = rbdc_tbdc(preds, gt, num_frames=1, beta=0.5, rules="one_to_one")
     np.testing.assert_allclose(out["raw_fpr"], [0.0, 0.0])
     assert out["rbdc"] == pytest.approx(1.0)
+
+
+def test_unknown_rules_are_refused():
+    with pytest.raises(ValueError, match="rules"):
+        rbdc_tbdc(regions([(0, 0, G1, 1.0)]), tracks([(0, 0, 0, G1)]), num_frames=1, rules="loose")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -343,8 +391,8 @@ def _iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def _brute_force(reg, gt, num_frames, alpha, beta, max_fpr=1.0):
-    """Per threshold, greedy matching from scratch; returns (raw fpr, rbdc, tbdc) and both areas."""
+def _brute_force(reg, gt, num_frames, alpha, beta, max_fpr=1.0, rules="published"):
+    """Per threshold, matching from scratch; returns (raw fpr, rbdc, tbdc) and both areas."""
     n_gt = len(gt)
     track_keys = sorted({(int(v), int(t)) for v, t in zip(gt.video, gt.track, strict=True)})
     track_len = {k: 0 for k in track_keys}
@@ -361,6 +409,12 @@ def _brute_force(reg, gt, num_frames, alpha, beta, max_fpr=1.0):
         for key, idx in frames.items():
             idx.sort(key=lambda i: (-reg.scores[i], i))  # descending score, ties in input order
             gts = [j for j in range(n_gt) if (int(gt.video[j]), int(gt.frame[j])) == key]
+            if rules == "published":  # FP iff it overlaps no region; else it detects all it overlaps
+                for i in idx:
+                    hits = [j for j in gts if _iou(reg.boxes[i], gt.boxes[j]) >= beta]
+                    fp += not hits
+                    matched.update(hits)
+                continue
             for i in idx:
                 best, best_iou = None, -1.0
                 for j in gts:  # first GT (input order) of the highest IoU among the unmatched ones
@@ -429,10 +483,10 @@ def _random_case(rng):
 def test_one_pass_matches_brute_force(seed):
     rng = np.random.default_rng(seed)
     reg, gt = _random_case(rng)
-    num_frames = int(rng.integers(8, 40))  # small: the curves often cross FPR 1
-    for alpha, beta in [(0.1, 0.1), (0.5, 0.3)]:
-        out = rbdc_tbdc(reg, gt, num_frames, alpha=alpha, beta=beta)
-        xs, rs, ts, rbdc, tbdc = _brute_force(reg, gt, num_frames, alpha, beta)
+    num_frames = int(rng.integers(4, 30))  # small: the curves often cross FPR 1
+    for (alpha, beta), rules in itertools.product([(0.1, 0.1), (0.5, 0.3)], ["published", "one_to_one"]):
+        out = rbdc_tbdc(reg, gt, num_frames, alpha=alpha, beta=beta, rules=rules)
+        xs, rs, ts, rbdc, tbdc = _brute_force(reg, gt, num_frames, alpha, beta, rules=rules)
         np.testing.assert_allclose(out["raw_fpr"], xs)
         np.testing.assert_allclose(out["raw_rbdc"], rs)
         np.testing.assert_allclose(out["raw_tbdc"], ts)
@@ -443,18 +497,20 @@ def test_one_pass_matches_brute_force(seed):
 
 def test_brute_force_seeds_exercise_ties_and_cut():
     # Guard against a vacuous brute-force test: the random cases must contain tied scores inside a frame,
-    # duplicate predictions (false positives on matched regions) and curves both cut and extended at FPR 1.
-    cut = extended = tied = False
+    # duplicate predictions (on already-detected regions), predictions overlapping two regions (where the
+    # two rules differ), and curves both cut and extended at FPR 1.
+    cut = extended = tied = differ = False
     for seed in range(8):
         rng = np.random.default_rng(seed)
         reg, gt = _random_case(rng)
-        num_frames = int(rng.integers(8, 40))
+        num_frames = int(rng.integers(4, 30))
         keys = list(zip(reg.video.tolist(), reg.frame.tolist(), reg.scores.tolist(), strict=True))
         tied |= len(set(keys)) < len(keys)
-        fpr = rbdc_tbdc(reg, gt, num_frames)["raw_fpr"]
-        cut |= fpr[-1] > 1.0
-        extended |= fpr[-1] < 1.0
-    assert cut and extended and tied
+        out = rbdc_tbdc(reg, gt, num_frames)
+        cut |= out["raw_fpr"][-1] > 1.0
+        extended |= out["raw_fpr"][-1] < 1.0
+        differ |= out["rbdc"] != rbdc_tbdc(reg, gt, num_frames, rules="one_to_one")["rbdc"]
+    assert cut and extended and tied and differ
 
 
 def test_large_input_gives_one_point_per_distinct_score():
