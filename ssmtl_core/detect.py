@@ -1,4 +1,4 @@
-"""Object detection and its cache (SPEC 3.1, step 1 of the method).
+"""Object detection and its cache (paper Sec. 3.1; ``docs/method.md``, "Detection").
 
 Two detectors share one interface, :meth:`detect_video`, which returns :class:`Detections`: per kept box the
 frame index, the box (x1, y1, x2, y2 in pixels), its score, its class id and the 80 COCO class scores (an
@@ -6,7 +6,7 @@ empty vector for detectors without classes).
 
 * ``yolo``: a COCO detector through ultralytics (the paper used YOLOv3; ``yolov3u.pt`` is the faithful
   default for users with internet). Any weights: a model name, a ``.pt`` path, or an exported folder such as
-  ``yolov8n_int8_openvino_model``. The raw network output ``(B, 84, N)`` is decoded here, not by
+  ``yolov8n_int8_openvino_model``. The raw network output ``(B, 84, N)`` is decoded in :mod:`.yolo`, not by
   ultralytics' predictor, so that every kept box keeps its full 80-score vector, the target of the
   knowledge-distillation task.
 * ``motion``: OpenCV background subtraction (the video's median background, updated where no object is),
@@ -14,25 +14,39 @@ empty vector for detectors without classes).
   point made by SSMTL++, and it is the only detector that sees the synthetic sprites.
 
 Detections are computed once per video and cached under
-``<cache>/<dataset>/detections/<detector key>/<split>/<video>.npz`` with a ``meta.json`` saying what made them.
+``<cache>/<dataset>/detections/<detector key>/<split>/<video>.npz`` with a ``meta.json`` saying what made them;
+an entry is recomputed when its video's frame files change or the file is damaged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .config import DetectConfig
+from .config import COCO_CLASSES, DETECTORS, DetectConfig
 from .data.layouts import Dataset, Video
 from .errors import SSMTLError
-from .io import file_sha256, load_npz, package_versions, read_json, save_npz, stable_hash, write_json
+from .io import (
+    Claim,
+    load_npz,
+    package_versions,
+    read_json,
+    remove_stale_temps,
+    save_npz,
+    stable_hash,
+    write_json,
+)
+from .yolo import YoloDetector
 
-NUM_COCO_CLASSES = 80
+NUM_COCO_CLASSES = COCO_CLASSES
+HYBRID = "yolo+motion"
 
 
 @dataclass
@@ -182,228 +196,6 @@ def _clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return boxes
 
 
-# -- YOLO detector --------------------------------------------------------------------------------
-
-
-class YoloDetector:
-    """A COCO detector through ultralytics, decoded from its raw output so boxes keep all 80 class scores.
-
-    Args:
-        config: ``weights`` (name, ``.pt`` path or exported folder), ``conf``, ``iou``, ``imgsz``, ``tiles``,
-            ``batch``.
-        device: torch device for ``.pt`` weights (``cpu`` or ``cuda``); exported OpenVINO folders run on the CPU.
-    """
-
-    name = "yolo"
-    has_classes = True
-
-    def __init__(self, config: DetectConfig, device: str = "cpu"):
-        self.config = config
-        weights = config.weights or "yolov3u.pt"
-        self.weights = weights
-        path = Path(weights).expanduser()
-        self._ov_model = None
-        self._torch_model = None
-        try:
-            if path.is_dir():
-                self._load_openvino(path)
-            else:
-                self._load_torch(weights, device)
-        except SSMTLError:
-            raise
-        except Exception as exc:  # ultralytics/openvino raise many kinds; the user needs one sentence
-            raise SSMTLError(
-                f"cannot load YOLO weights {weights!r} ({type(exc).__name__}: {exc}). Pass --weights with a model "
-                "name (downloaded by ultralytics, needs internet), a .pt file or an exported *_openvino_model "
-                "folder such as ../shared/weights/yolov8n_int8_openvino_model."
-            ) from None
-        if self.num_classes != NUM_COCO_CLASSES:
-            raise SSMTLError(f"{weights} predicts {self.num_classes} classes; SSMTL's distillation target needs a "
-                             "COCO (80-class) detector.")
-
-    def _load_openvino(self, folder: Path) -> None:
-        import openvino as ov
-        import yaml
-
-        xml = next(iter(sorted(folder.glob("*.xml"))), None)
-        if xml is None:
-            raise SSMTLError(f"no .xml model in {folder}: expected an exported *_openvino_model folder.")
-        meta_file = folder / "metadata.yaml"
-        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else {}
-        core = ov.Core()
-        model = core.read_model(str(xml))
-        shape = model.input().get_partial_shape()
-        if shape.is_static:
-            self.input_shape = (int(shape[2].get_length()), int(shape[3].get_length()))
-        else:
-            size = meta.get("imgsz", [self.config.imgsz, self.config.imgsz])
-            self.input_shape = (int(size[0]), int(size[1]))
-            model.reshape([1, 3, *self.input_shape])
-        self._ov_model = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
-        names = meta.get("names", {})
-        self.class_names = [names[i] for i in sorted(names)] if names else [str(i) for i in range(80)]
-        self.num_classes = len(self.class_names)
-        self.weights_path = folder
-        self.static = True
-
-    def _load_torch(self, weights: str, device: str) -> None:
-        import torch
-        from ultralytics import YOLO
-
-        yolo = YOLO(weights, task="detect")
-        model = yolo.model
-        if not isinstance(model, torch.nn.Module):
-            raise SSMTLError(f"{weights} is not a PyTorch detection model.")
-        self.device = torch.device(device)
-        self._torch_model = model.to(self.device).float().eval()
-        names = model.names
-        self.class_names = [names[i] for i in sorted(names)]
-        self.num_classes = len(self.class_names)
-        self.weights_path = Path(yolo.ckpt_path) if getattr(yolo, "ckpt_path", None) else Path(weights)
-        size = self.config.imgsz
-        self.input_shape = (size, size)
-        self.static = False
-
-    @property
-    def key(self) -> str:
-        c = self.config
-        digest = file_sha256(self.weights_path)[:8] if self.weights_path.exists() else "nohash"
-        stem = self.weights_path.name.replace("_openvino_model", "").replace(".pt", "")
-        return f"yolo-{stem}-{digest}-conf{c.conf:g}-iou{c.iou:g}-img{self.input_shape[0]}-t{self.tiles_for(None)}"
-
-    def describe(self) -> dict:
-        return {"detector": "yolo", "weights": str(self.weights), "weights_path": str(self.weights_path),
-                "weights_sha256": file_sha256(self.weights_path) if self.weights_path.exists() else None,
-                "conf": self.config.conf, "iou": self.config.iou, "input_shape": list(self.input_shape),
-                "tiles": self.tiles_for(None), "class_names": self.class_names}
-
-    def tiles_for(self, frame_size: tuple[int, int] | None) -> int:
-        """Frames per network input: packing several small frames into one fixed-size input is the cheapest
-        way to raise the throughput of a fixed-shape export on a CPU."""
-        return max(1, int(self.config.tiles))
-
-    # The layout of the tiles inside the network input: (rows, cols).
-    @staticmethod
-    def _grid(tiles: int, frame_size: tuple[int, int]) -> tuple[int, int]:
-        if tiles == 1:
-            return 1, 1
-        if tiles == 2:
-            return (2, 1) if frame_size[1] >= frame_size[0] else (1, 2)
-        if tiles == 4:
-            return 2, 2
-        raise SSMTLError(f"detect.tiles must be 1, 2 or 4, not {tiles}.")
-
-    def _letterbox_plan(self, frame_size: tuple[int, int], tiles: int):
-        rows, cols = self._grid(tiles, frame_size)
-        in_h, in_w = self.input_shape
-        if not self.static and tiles == 1:
-            # PyTorch models take any multiple of 32: a rectangular input wastes no compute on padding.
-            scale = min(in_h / frame_size[0], in_w / frame_size[1])
-            new_h, new_w = round(frame_size[0] * scale), round(frame_size[1] * scale)
-            in_h, in_w = int(np.ceil(new_h / 32) * 32), int(np.ceil(new_w / 32) * 32)
-        cell_h, cell_w = in_h // rows, in_w // cols
-        scale = min(cell_h / frame_size[0], cell_w / frame_size[1])
-        new_h, new_w = round(frame_size[0] * scale), round(frame_size[1] * scale)
-        offsets = []
-        for t in range(tiles):
-            r, col = divmod(t, cols)
-            offsets.append((col * cell_w + (cell_w - new_w) // 2, r * cell_h + (cell_h - new_h) // 2))
-        return (in_h, in_w), scale, (new_h, new_w), offsets, (cell_h, cell_w), cols
-
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        """Raw output (B, 4 + C, N) for a float32 batch (B, 3, H, W) in [0, 1]."""
-        if self._ov_model is not None:
-            outputs = [next(iter(self._ov_model(batch[i:i + 1]).values())) for i in range(len(batch))]
-            return np.concatenate(outputs)
-        import torch
-
-        with torch.inference_mode():
-            out = self._torch_model(torch.from_numpy(batch).to(self.device))
-        out = out[0] if isinstance(out, (list, tuple)) else out
-        return out.float().cpu().numpy()
-
-    def detect_frames(self, frames: list[np.ndarray]) -> list[Detections]:
-        """Detect objects in RGB frames of one size; one :class:`Detections` per frame (frame index 0)."""
-        if not frames:
-            return []
-        frame_size = frames[0].shape[:2]
-        tiles = self.tiles_for(frame_size)
-        (in_h, in_w), scale, (new_h, new_w), offsets, (cell_h, cell_w), cols = self._letterbox_plan(frame_size, tiles)
-        groups = [frames[i:i + tiles] for i in range(0, len(frames), tiles)]
-        canvases = np.full((len(groups), in_h, in_w, 3), 114, np.uint8)
-        for g, group in enumerate(groups):
-            for t, frame in enumerate(group):
-                x0, y0 = offsets[t]
-                canvases[g, y0:y0 + new_h, x0:x0 + new_w] = cv2.resize(frame, (new_w, new_h),
-                                                                       interpolation=cv2.INTER_LINEAR)
-        batch = canvases.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        raw = np.concatenate([self._infer(batch[i:i + self.config.batch])
-                              for i in range(0, len(batch), self.config.batch)])
-        results = []
-        for g, group in enumerate(groups):
-            per_tile = self._decode(raw[g], tiles, offsets, (cell_h, cell_w), cols, scale, frame_size)
-            results.extend(per_tile[:len(group)])
-        return results
-
-    def _decode(self, raw: np.ndarray, tiles, offsets, cell, cols, scale, frame_size) -> list[Detections]:
-        import torch
-        from torchvision.ops import batched_nms
-
-        raw = raw.T  # (N, 4 + C)
-        class_scores = raw[:, 4:]
-        best = class_scores.max(axis=1)
-        keep = best > self.config.conf
-        raw, class_scores, best = raw[keep], class_scores[keep], best[keep]
-        classes = class_scores.argmax(axis=1)
-        xy, wh = raw[:, :2], raw[:, 2:4]
-        boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
-        cell_h, cell_w = cell
-        # Each box belongs to the tile that holds its centre.
-        tile_of = (np.floor(xy[:, 1] / cell_h) * cols + np.floor(xy[:, 0] / cell_w)).astype(int)
-        out = []
-        height, width = frame_size
-        for t in range(tiles):
-            sel = tile_of == t
-            x0, y0 = offsets[t]
-            tile_boxes = (boxes[sel] - np.array([x0, y0, x0, y0], np.float32)) / scale
-            tile_boxes = _clip_boxes(tile_boxes, width, height)
-            scores, cls, cs = best[sel], classes[sel], class_scores[sel]
-            valid = (tile_boxes[:, 2] - tile_boxes[:, 0] > 1) & (tile_boxes[:, 3] - tile_boxes[:, 1] > 1)
-            tile_boxes, scores, cls, cs = tile_boxes[valid], scores[valid], cls[valid], cs[valid]
-            if len(tile_boxes):
-                kept = batched_nms(torch.from_numpy(tile_boxes), torch.from_numpy(scores),
-                                   torch.from_numpy(cls), self.config.iou).numpy()[:300]
-                tile_boxes, scores, cls, cs = tile_boxes[kept], scores[kept], cls[kept], cs[kept]
-            n = len(tile_boxes)
-            out.append(Detections(np.zeros(n, np.int32), tile_boxes.astype(np.float32), scores.astype(np.float32),
-                                  cls.astype(np.int16), cs.astype(np.float16)))
-        return out
-
-    def detect_video(self, video: Video, progress: bool = False) -> Detections:
-        """Detect objects in every frame of ``video``, ``batch * tiles`` frames per call."""
-        chunk = max(1, self.config.batch) * self.tiles_for(video.frame_size)
-        parts: list[Detections] = []
-        buffer: list[np.ndarray] = []
-        indices: list[int] = []
-
-        def flush() -> None:
-            for index, det in zip(indices, self.detect_frames(buffer)):
-                det.frame[:] = index
-                parts.append(det)
-            buffer.clear()
-            indices.clear()
-
-        for index, frame in tqdm(video.iter_frames(), total=video.num_frames, disable=not progress,
-                                 desc=f"yolo {video.key}", unit="frame", leave=False):
-            buffer.append(frame)
-            indices.append(index)
-            if len(buffer) == chunk:
-                flush()
-        if buffer:
-            flush()
-        return Detections.concat(parts, NUM_COCO_CLASSES)
-
-
 def box_recall(detections: Detections, gt_frame: np.ndarray, gt_boxes: np.ndarray, iou: float = 0.3) -> float:
     """Fraction of ground-truth boxes overlapped (IoU >= ``iou``) by a detection of the same frame."""
     from .metrics import box_iou
@@ -419,13 +211,130 @@ def box_recall(detections: Detections, gt_frame: np.ndarray, gt_boxes: np.ndarra
     return found / len(gt_frame)
 
 
+# -- hybrid: COCO boxes plus the moving blobs no COCO box explains --------------------------------
+
+
+def covered_fraction(blobs: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray:
+    """Share of each blob's area inside the union of ``boxes``, each grown by ``margin`` of its size per side.
+
+    Args:
+        blobs: (B, 4) blob boxes of one frame.
+        boxes: (K, 4) detector boxes of the same frame.
+        margin: growth of every detector box on each side, as a fraction of its width / height.
+
+    Returns:
+        (B,) fractions in [0, 1]; 0 for every blob when ``boxes`` is empty.
+    """
+    out = np.zeros(len(blobs), np.float32)
+    if not len(boxes) or not len(blobs):
+        return out
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    grown = boxes + margin * size * np.array([-1, -1, 1, 1], np.float32)
+    for i, blob in enumerate(np.round(blobs).astype(int)):
+        x1, y1, x2, y2 = blob
+        if x2 <= x1 or y2 <= y1:
+            continue
+        mask = np.zeros((y2 - y1, x2 - x1), bool)  # the blob's pixels, painted where a grown box covers them
+        for gx1, gy1, gx2, gy2 in np.round(grown).astype(int):
+            a, b = max(gy1 - y1, 0), min(gy2 - y1, y2 - y1)
+            c, d = max(gx1 - x1, 0), min(gx2 - x1, x2 - x1)
+            if b > a and d > c:
+                mask[a:b, c:d] = True
+        out[i] = mask.mean()
+    return out
+
+
+def merge_hybrid(coco: Detections, blobs: Detections, max_cover: float = 0.3, margin: float = 0.1) -> Detections:
+    """COCO boxes plus the motion blobs they do not explain (the hybrid detector of ``docs/method.md``).
+
+    A blob is explained, and dropped, when at least ``max_cover`` of its area lies inside the union of the
+    frame's COCO boxes grown by ``margin``: the fragments of a detected person (a leg, a shadow, two halves
+    split by a pole) and a blob merging two detected people both fall inside their boxes, so only motion
+    the COCO detector did not see at all becomes a new object. Kept blobs are class-agnostic: class id -1
+    and an all-zero 80-score row, which training and scoring treat as "no detector target" (the
+    distillation then uses the ImageNet teacher's logits alone for them).
+
+    Args:
+        coco: the COCO detector's boxes of one video (with their 80 class scores).
+        blobs: the motion detector's boxes of the same video.
+        max_cover: a blob covered at least this much by COCO boxes is dropped.
+        margin: growth of the COCO boxes, as a fraction of their size per side.
+    """
+    num_classes = coco.class_scores.shape[1] if len(coco) else NUM_COCO_CLASSES
+    keep = np.zeros(len(blobs), bool)
+    for index in np.unique(blobs.frame):
+        rows = np.flatnonzero(blobs.frame == index)
+        cover = covered_fraction(blobs.boxes[rows], coco.boxes[coco.frame == index], margin)
+        keep[rows] = cover < max_cover
+    added = blobs.select(keep)
+    n = len(added)
+    added = Detections(added.frame, added.boxes, added.scores, np.full(n, -1, np.int16),
+                       np.zeros((n, num_classes), np.float16))
+    merged = Detections.concat([coco, added], num_classes)
+    order = np.argsort(merged.frame, kind="stable")  # by frame, COCO boxes first within each frame
+    return merged.select(order)
+
+
+class HybridDetector:
+    """The COCO detector's boxes plus the motion blobs they do not explain (:func:`merge_hybrid`).
+
+    It reads both detectors' caches (computing what is missing), so a hybrid cache costs no second pass of
+    either detector when their own caches exist.
+
+    Args:
+        coco: the cache of the COCO detector's boxes.
+        motion: the cache of the motion detector's boxes.
+        config: ``hybrid_cover`` and ``hybrid_margin``.
+    """
+
+    name = "yolo+motion"
+    has_classes = True
+
+    def __init__(self, coco: DetectionCache, motion: DetectionCache, config: DetectConfig):
+        self.coco, self.motion, self.config = coco, motion, config
+
+    @property
+    def key(self) -> str:
+        rule = {"cover": self.config.hybrid_cover, "margin": self.config.hybrid_margin, "version": 1}
+        return f"hybrid-{stable_hash([self.coco.key, self.motion.key, rule], 10)}"
+
+    def describe(self) -> dict:
+        coco = {k: v for k, v in self.coco.meta.items() if k not in ("versions", "dataset", "dataset_root")}
+        return {"detector": "yolo+motion", "yolo": coco, "motion": self.motion.meta.get("settings"),
+                "yolo_key": self.coco.key, "motion_key": self.motion.key,
+                "hybrid_cover": self.config.hybrid_cover, "hybrid_margin": self.config.hybrid_margin,
+                "class_names": coco.get("class_names")}
+
+    def detect_video(self, video: Video, progress: bool = False) -> Detections:
+        return merge_hybrid(self.coco.load(video), self.motion.load(video), self.config.hybrid_cover,
+                            self.config.hybrid_margin)
+
+
 def make_detector(config: DetectConfig, device: str = "cpu") -> MotionDetector | YoloDetector:
-    """The detector named by ``config.detector``."""
+    """The detector named by ``config.detector`` (``yolo+motion`` is built by :func:`detect_dataset`)."""
     if config.detector == "motion":
         return MotionDetector(config)
     if config.detector == "yolo":
         return YoloDetector(config, device=device)
-    raise SSMTLError(f"unknown detector {config.detector!r}: choose yolo or motion.")
+    raise SSMTLError(f"unknown detector {config.detector!r}: choose one of {', '.join(DETECTORS)}.")
+
+
+def detect_video(config: DetectConfig, video: Video, device: str = "cpu", progress: bool = False) -> Detections:
+    """Detections of one video without a cache (``ssmtl score-video``), the hybrid included."""
+    if config.detector == HYBRID:
+        coco = make_detector(replace(config, detector="yolo"), device).detect_video(video, progress)
+        blobs = make_detector(replace(config, detector="motion")).detect_video(video, progress)
+        return merge_hybrid(coco, blobs, config.hybrid_cover, config.hybrid_margin)
+    return make_detector(config, device).detect_video(video, progress)
+
+
+def describe_detector(config: DetectConfig, device: str = "cpu") -> dict:
+    """What a detector configuration is, for reports (weights, thresholds, hybrid rule)."""
+    if config.detector == HYBRID:
+        return {"detector": HYBRID, "yolo": make_detector(replace(config, detector="yolo"), device).describe(),
+                "motion": make_detector(replace(config, detector="motion")).describe(),
+                "hybrid_cover": config.hybrid_cover, "hybrid_margin": config.hybrid_margin}
+    return make_detector(config, device).describe()
 
 
 # -- cache ----------------------------------------------------------------------------------------
@@ -434,11 +343,19 @@ def make_detector(config: DetectConfig, device: str = "cpu") -> MotionDetector |
 class DetectionCache:
     """Per-video detections under ``<cache>/<dataset>/detections/<detector key>/<split>/<video>.npz``.
 
+    Each entry stores, next to its arrays, the input signature of its video (size and modification time of
+    every frame file, or of the video file): an entry whose video changed since, or whose file is damaged, is
+    recomputed. A complete cache is only read, never written (it may be read-only). Concurrent runs split the
+    work: each video is claimed (:class:`~ssmtl_core.io.Claim`) by the run that computes it, and a run that
+    finds a video claimed does the others first, then waits for it.
+
     Args:
         cache_root: the cache folder.
         dataset: the dataset the detections belong to.
         detector_key: the key of the detector and its settings (``detector.key``).
     """
+
+    ARRAYS = ("frame", "boxes", "scores", "classes", "class_scores")
 
     def __init__(self, cache_root: str | Path, dataset: Dataset, detector_key: str):
         self.dataset = dataset
@@ -449,7 +366,26 @@ class DetectionCache:
         return self.folder / video.split / f"{video.name}.npz"
 
     def has(self, video: Video) -> bool:
-        return self.path(video).is_file()
+        """Whether a sound entry made from the video as it is now is cached."""
+        return self.state(video) == "ok"
+
+    def state(self, video: Video) -> str:
+        """``ok``, ``missing``, ``damaged`` (unreadable file), ``changed`` (the video's files changed since) or
+        ``unsigned`` (written before entries kept their input signature, so unverifiable)."""
+        path = self.path(video)
+        if not path.is_file():
+            return "missing"
+        try:
+            arrays = load_npz(path)  # reads every array, so zip CRC errors and truncation show here
+        except Exception:  # BadZipFile, OSError, ValueError, EOFError, ...: all mean "recompute it"
+            return "damaged"
+        if any(name not in arrays for name in self.ARRAYS):
+            return "damaged"
+        if "input_signature" not in arrays:
+            return "unsigned"
+        if str(arrays["input_signature"]) != video.input_signature:
+            return "changed"
+        return "ok"
 
     @property
     def meta(self) -> dict:
@@ -457,19 +393,32 @@ class DetectionCache:
         return read_json(file) if file.is_file() else {}
 
     def load(self, video: Video) -> Detections:
-        """The cached detections of ``video``; a clear error if they were never computed."""
+        """The cached detections of ``video``; a clear error if they were never computed or are damaged."""
         path = self.path(video)
         if not path.is_file():
             raise SSMTLError(f"no cached detections for {video.key} at {path}. Run `ssmtl detect` with the same "
                              "dataset, detector and settings first.")
-        arrays = load_npz(path)
-        return Detections(arrays["frame"], arrays["boxes"], arrays["scores"], arrays["classes"],
-                          arrays["class_scores"])
+        try:
+            arrays = load_npz(path)
+            return Detections(*(arrays[name] for name in self.ARRAYS))
+        except Exception as exc:
+            raise SSMTLError(f"cached detections {path} are damaged ({type(exc).__name__}). Rerun `ssmtl detect` "
+                             "(or the same command): damaged cache files are recomputed.") from None
+
+    def _write_meta(self, meta: dict) -> None:
+        """Write ``meta.json`` only when it says something new (a complete cache may be read-only)."""
+        with contextlib.suppress(OSError, ValueError):
+            if self.meta == json.loads(json.dumps(meta, default=str)):
+                return
+        write_json(self.folder / "meta.json", meta)
 
     def compute(self, detector: MotionDetector | YoloDetector, splits: tuple[str, ...] = ("train", "test"),
                 videos: list[str] | None = None, force: bool = False, progress: bool = True,
-                log=print) -> dict:
-        """Detect every selected video not yet cached (all of them with ``force``), atomically per video.
+                log=print, shard: tuple[int, int] | None = None) -> dict:
+        """Detect every selected video not soundly cached (all of them with ``force``), atomically per video.
+
+        ``shard=(i, n)`` keeps every n-th selected video from the i-th (0-based): n processes, or machines
+        sharing the cache folder, each given its own i, fill one cache between them.
 
         Returns:
             A summary: videos computed and skipped, frames processed, frames/s, boxes.
@@ -480,39 +429,82 @@ class DetectionCache:
         if videos is not None and not selected:
             raise SSMTLError(f"none of the videos {','.join(videos)} is in the {'/'.join(splits)} split(s) of "
                              f"{self.dataset.root}.")
-        todo = [v for v in selected if force or not self.has(v)]
+        if shard is not None:
+            selected = selected[shard[0]::shard[1]]
+        for split in splits:
+            remove_stale_temps(self.folder / split)  # what killed runs left; a live run's files are kept
+        states = {v.key: "force" if force else self.state(v) for v in selected}
+        todo = [v for v in selected if states[v.key] != "ok"]
         skipped = len(selected) - len(todo)
         if skipped:
             log(f"detections: {skipped} video(s) already cached in {self.folder}, skipped (use --force to redo).")
-        meta = {"dataset": self.dataset.cache_id, "dataset_root": str(self.dataset.root), **detector.describe(),
-                "key": self.key, "versions": package_versions()}
-        write_json(self.folder / "meta.json", meta)
+        for reason, why in (("changed", "their frames changed (size or time) since they were cached"),
+                            ("damaged", "their cache files are damaged"),
+                            ("unsigned", "they were cached without the input signature that tells whether their "
+                                         "frames changed since")):
+            names = [v.key for v in todo if states[v.key] == reason]
+            if names:
+                log(f"detections: recomputing {', '.join(names)}: {why}.")
         frames = sum(v.num_frames for v in todo)
-        boxes = 0
+        boxes, computed, waited = 0, 0, []
         start = time.perf_counter()
+        if todo:
+            self._write_meta({"dataset": self.dataset.cache_id, "dataset_root": str(self.dataset.root),
+                              **detector.describe(), "key": self.key, "versions": package_versions()})
         with tqdm(total=frames, disable=not progress or not todo, desc=f"detect ({detector.name})",
                   unit="frame") as bar:
             for video in todo:
-                detections = detector.detect_video(video)
-                save_npz(self.path(video), **detections.to_arrays())
-                boxes += len(detections)
+                claim = Claim(self.path(video))
+                if not claim.acquire():  # another run is detecting it: do the others first
+                    waited.append((video, claim))
+                    continue
+                try:
+                    if force or self.state(video) != "ok":  # another run may have finished it meanwhile
+                        boxes += self._detect_one(detector, video)
+                        computed += 1
+                finally:
+                    claim.release()
+                bar.update(video.num_frames)
+            for video, claim in waited:
+                log(f"detections: {video.key} is being computed by {claim.holder()}; waiting for it.")
+                with claim:  # returns when that run is done, or died (its claim then lapses)
+                    if self.state(video) != "ok":
+                        boxes += self._detect_one(detector, video)
+                        computed += 1
                 bar.update(video.num_frames)
         elapsed = time.perf_counter() - start
-        summary = {"computed": len(todo), "skipped": skipped, "frames": frames, "boxes": boxes,
-                   "seconds": round(elapsed, 2), "frames_per_s": round(frames / elapsed, 1) if frames else None,
-                   "folder": str(self.folder)}
+        summary = {"computed": computed, "skipped": skipped, "waited": len(waited), "frames": frames,
+                   "boxes": boxes, "seconds": round(elapsed, 2),
+                   "frames_per_s": round(frames / elapsed, 1) if frames else None, "folder": str(self.folder)}
         if todo:
             log(f"detections: {len(todo)} video(s), {frames} frames, {boxes} boxes in {elapsed:.1f}s "
                 f"({summary['frames_per_s']} frames/s) -> {self.folder}")
         return summary
 
+    def _detect_one(self, detector: MotionDetector | YoloDetector, video: Video) -> int:
+        """Detect one video and store it with its input signature (taken before reading its frames)."""
+        signature = video.input_signature
+        detections = detector.detect_video(video)
+        save_npz(self.path(video), **detections.to_arrays(), input_signature=np.array(signature))
+        return len(detections)
+
 
 def detect_dataset(dataset: Dataset, config: DetectConfig, cache_root: str | Path,
                    splits: tuple[str, ...] = ("train", "test"), videos: list[str] | None = None,
-                   force: bool = False, progress: bool = True, device: str = "cpu", log=print
-                   ) -> DetectionCache:
-    """Build (or reuse) the detection cache of ``dataset`` and return it."""
-    detector = make_detector(config, device=device)
+                   force: bool = False, progress: bool = True, device: str = "cpu", log=print,
+                   shard: tuple[int, int] | None = None) -> DetectionCache:
+    """Build (or reuse) the detection cache of ``dataset`` and return it.
+
+    ``yolo+motion`` first builds (or reuses) the caches of its two detectors, then merges them per video
+    (:func:`merge_hybrid`); ``force`` recomputes all three. ``shard=(i, n)``: this process's share of the
+    videos only (:meth:`DetectionCache.compute`).
+    """
+    if config.detector == HYBRID:
+        parts = [detect_dataset(dataset, replace(config, detector=name), cache_root, splits, videos, force,
+                                progress, device, log, shard) for name in ("yolo", "motion")]
+        detector = HybridDetector(*parts, config)
+    else:
+        detector = make_detector(config, device=device)
     cache = DetectionCache(cache_root, dataset, detector.key)
-    cache.compute(detector, splits=splits, videos=videos, force=force, progress=progress, log=log)
+    cache.compute(detector, splits=splits, videos=videos, force=force, progress=progress, log=log, shard=shard)
     return cache
