@@ -1,4 +1,4 @@
-"""Benchmark of sample generation and training (SPEC 3.2-3.5 and 7): objects/s, memory and disk on Ped2.
+"""Benchmark of sample generation and training (``docs/method.md``, "Object-centric sequences", "Training"): objects/s, memory and disk on Ped2.
 
 Usage::
 
@@ -10,7 +10,7 @@ Measured (each written to the JSON, with the machine, the package versions, the 
     tasks' inputs (7 consecutive crops, plus 7 intermittent crops for the objects drawn intermittent) at
     64x64, batch 64, on the real UCSD Ped2 training frames (``../shared``) and the motion detector's
     training objects; the sampler's default 2 worker threads, ``cv2.setNumThreads(1)``. Also through the
-    trainer's prefetching iterator (``train._batches``: one more thread, batches prepared ahead).
+    trainer's prefetching iterator (``train.epoch_batches``: one more thread, batches prepared ahead).
     Target: >= 3000 objects/s on this 2-core machine.
 (b) ``training``: objects/s of full training steps (``train.training_step``: the four losses, backward, Adam) over
     all four tasks, batch 64, for every preset at 64x64 and for ``shallow_narrow`` at 32x32, on batches
@@ -71,14 +71,8 @@ from ssmtl_core.io import machine_info, package_versions  # noqa: E402
 from ssmtl_core.model import SSMTLModel  # noqa: E402
 from ssmtl_core.samples import Batch, SequenceSampler  # noqa: E402
 from ssmtl_core.teachers import TeacherCache, load_teacher  # noqa: E402
-from ssmtl_core.train import (  # noqa: E402
-    TrainingData,
-    _batch_seed,
-    _batches,
-    prepare_training_data,
-    total_loss,
-    training_step,
-)
+from ssmtl_core.train import batch_rng, epoch_batches, native_bf16, training_step, weighted_total  # noqa: E402
+from ssmtl_core.training_data import TrainingData, prepare_training_data  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -151,13 +145,13 @@ def bench_pipeline(sampler: SequenceSampler, index: np.ndarray, batches: int) ->
     """Objects/s of make_batch alone, and through the trainer's prefetching iterator."""
     rng = np.random.default_rng(0)
     chunks = [rng.choice(index, BATCH, replace=False) for _ in range(batches)]
-    sampler.make_batch(chunks[0], _batch_seed(0, 0, 0))  # warm-up (thread pool, caches)
+    sampler.make_batch(chunks[0], batch_rng(0, 0, 0))  # warm-up (thread pool, caches)
     with Timer() as direct:
         for b, chunk in enumerate(chunks):
-            sampler.make_batch(chunk, _batch_seed(0, 1, b))
+            sampler.make_batch(chunk, batch_rng(0, 1, b))
     order = rng.permutation(index)[:batches * BATCH]
     with Timer() as prefetched:
-        count = sum(len(batch.index) for batch in _batches(sampler, order, BATCH, 0, 2, 0))
+        count = sum(len(batch.index) for batch in epoch_batches(sampler, order, BATCH, 0, 2, 0))
     n = batches * BATCH
     return {
         "objects": n, "batch": BATCH, "crop": sampler.config.crop_size, "workers": sampler.workers,
@@ -186,15 +180,16 @@ def random_batches(count: int, crop: int, seed: int = 0) -> list[Batch]:
 
 
 def time_steps(arch: str, batches: list[Batch], kd_targets: np.ndarray, crop: int, warmup: int, steps: int,
-               budget_s: float) -> dict:
-    """Full training steps: forward of the four tasks, joint loss, backward, Adam."""
+               budget_s: float, precision: str = "fp32") -> dict:
+    """Full training steps: forward of the four tasks, joint loss, backward, Adam, in ``precision``."""
     torch.manual_seed(0)
     device = torch.device("cpu")
-    model = SSMTLModel(arch, KD_DIM, crop_size=crop).to(device).train()
+    model = SSMTLModel(arch, KD_DIM, crop_size=crop, kd_probabilities=80).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step(batch: Batch) -> float:
-        return total_loss(training_step(model, optimizer, batch, TASKS, kd_targets, 0.5, device), 0.5).item()
+        losses = training_step(model, optimizer, batch, TASKS, kd_targets, 0.5, device, precision)
+        return weighted_total(losses, 0.5).item()
 
     for i in range(warmup):
         step(batches[i % len(batches)])
@@ -207,7 +202,7 @@ def time_steps(arch: str, batches: list[Batch], kd_targets: np.ndarray, crop: in
             objects += len(batch.index)
             if done >= 2 and time.perf_counter() - timer.wall > budget_s:
                 break
-    return {"arch": arch, "crop": crop, "batch": BATCH, "warmup_steps": warmup, "steps": done,
+    return {"arch": arch, "crop": crop, "batch": BATCH, "precision": precision, "warmup_steps": warmup, "steps": done,
             "seconds_per_step": round(timer.wall / done, 3), "objects_per_s": round(objects / timer.wall, 1),
             "objects_per_cpu_s": round(objects / timer.cpu, 1),
             "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -221,7 +216,7 @@ def end_to_end(sampler: SequenceSampler, index: np.ndarray, kd_targets: np.ndarr
     model = SSMTLModel("shallow_narrow", KD_DIM, crop_size=sampler.config.crop_size).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = np.random.default_rng(1).permutation(index)[:(steps + 1) * BATCH]
-    iterator = _batches(sampler, order, BATCH, 0, 3, 0)
+    iterator = epoch_batches(sampler, order, BATCH, 0, 3, 0)
 
     def step(batch: Batch) -> None:
         training_step(model, optimizer, batch, TASKS, kd_targets, 0.5, device)
@@ -312,10 +307,15 @@ def summary_table(result: dict) -> str:
         lines.append(f"  trainer's prefetcher  {pipe['prefetched_objects_per_s']:>9,.0f} objects/s")
     lines.append(f"training steps (all four tasks, batch {BATCH}, Adam, torch threads {result['torch_threads']}, "
                  f"{result['training_data']}):")
-    lines.append(f"  {'preset':<16}{'crop':>5}{'s/step':>9}{'objects/s':>11}{'per CPU-s':>11}{'params':>11}")
+    machine = result["machine"]
+    lines.append(f"  CPU: {machine['cpu']} ({', '.join(machine.get('cpu_flags', [])) or 'no flags read'})")
+    lines.append(f"  {'preset':<16}{'crop':>5}{'precision':>10}{'s/step':>9}{'objects/s':>11}{'per CPU-s':>11}"
+                 f"{'vs fp32':>9}{'params':>11}")
     for row in result["training"]:
-        lines.append(f"  {row['arch']:<16}{row['crop']:>5}{row['seconds_per_step']:>9.2f}{row['objects_per_s']:>11.1f}"
-                     f"{row['objects_per_cpu_s']:>11.1f}{row['parameters']:>11,}")
+        ratio = f"{row['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in row else ""
+        lines.append(f"  {row['arch']:<16}{row['crop']:>5}{row.get('precision', 'fp32'):>10}"
+                     f"{row['seconds_per_step']:>9.2f}{row['objects_per_s']:>11.1f}"
+                     f"{row['objects_per_cpu_s']:>11.1f}{ratio:>9}{row['parameters']:>11,}")
     e2e = result.get("end_to_end")
     if e2e:
         lines.append(f"  end to end (shallow_narrow {e2e['crop']}, prefetching sampler): {e2e['objects_per_s']:.1f} "
@@ -375,10 +375,10 @@ def main(argv: list[str] | None = None) -> int:
             print("(a) data pipeline ...", flush=True)
             result["pipeline"] = bench_pipeline(sampler64, data.train_index, args.pipeline_batches)
             after_pipeline = peak_rss_mb()
-            batches64 = [sampler64.make_batch(data.train_index[i * BATCH:(i + 1) * BATCH], _batch_seed(0, 9, i))
+            batches64 = [sampler64.make_batch(data.train_index[i * BATCH:(i + 1) * BATCH], batch_rng(0, 9, i))
                          for i in range(4)]
             sampler32 = SequenceSampler(data.frames, data.objects, dataclasses.replace(sample64, crop_size=32), TASKS)
-            batches32 = [sampler32.make_batch(b.index, _batch_seed(0, 9, i)) for i, b in enumerate(batches64)]
+            batches32 = [sampler32.make_batch(b.index, batch_rng(0, 9, i)) for i, b in enumerate(batches64)]
             n_targets = len(data.objects)
             result["training_data"] = "Ped2 batches from the sampler"
         else:
@@ -391,10 +391,18 @@ def main(argv: list[str] | None = None) -> int:
 
         print("(b) training steps ...", flush=True)
         result["training"] = []
+        # Old path (eager fp32, today's default before the precision choice) and new path (bf16 autocast,
+        # where the CPU has it natively) of each preset, interleaved so both see the same machine load.
+        precisions = ("fp32", "bf16") if native_bf16() else ("fp32",)
         for arch in PRESETS:
-            print(f"    {arch} 64x64", flush=True)
-            result["training"].append(time_steps(arch, batches64, kd_targets, 64, args.warmup, args.steps,
-                                                 args.budget))
+            rows = {}
+            for precision in precisions:
+                print(f"    {arch} 64x64 {precision}", flush=True)
+                rows[precision] = time_steps(arch, batches64, kd_targets, 64, args.warmup, args.steps, args.budget,
+                                             precision)
+            if "bf16" in rows:
+                rows["bf16"]["speedup_vs_fp32"] = round(rows["bf16"]["objects_per_s"] / rows["fp32"]["objects_per_s"], 2)
+            result["training"].extend(rows.values())
             if arch == "shallow_narrow" and have_ped2:
                 # right after the step-only timing, so that both see the same machine load
                 print("    shallow_narrow 64x64 fed by the prefetching sampler", flush=True)

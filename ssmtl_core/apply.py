@@ -1,30 +1,38 @@
-"""Score a video of your own with a trained model (``ssmtl score-video``, SPEC 1 "Applying it").
+"""Score a video of your own with a trained model (``ssmtl score-video``; ``docs/method.md``, "Scoring").
 
 Any video file OpenCV reads (or a folder of frames) goes through the checkpoint's detector (or the one you
 name), the trained 3D CNN and the profile's scoring, and comes out as an annotated video (boxes coloured by
 anomaly score and the frame-score curve), a CSV of frame scores, a CSV of scored objects and a plot.
 
-Scores are normalised per video, as in the paper's protocol: the most anomalous object of the video scores
-1 even in a video with nothing unusual, so compare videos by their raw ``sum_raw`` columns, not by ``score``.
+Scores are calibrated by default (``docs/method.md``, "Calibrated scores for your own videos"): an object's
+score is the fraction of normal validation objects (the last 15% of each training video) that are less
+unusual, a frame's is that of its most unusual object (smoothed over time as in the paper), and frames at or
+over the checkpoint's threshold (the 99th percentile of the validation objects) form alert segments, listed
+in ``summary.json`` and marked in the CSVs, the plot and the video. A video where nothing unusual happens
+therefore stays under the threshold. ``per_video_minmax`` (``--per-video-minmax``) gives the paper's
+normalisation instead: the most anomalous object of the video scores 1 even when nothing unusual happens, so
+those scores rank the frames of one video and say nothing across videos.
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .config import apply_overrides, profile_from_dict
+from .calibration import alert_segments, calibrated_frame_scores, checkpoint_calibration
+from .checkpoint import load_checkpoint, model_from_checkpoint, pick_device
+from .config import TASKS, apply_overrides, profile_from_dict, validate
 from .data.frames import load_frames
 from .data.layouts import ImageFolderSource, Video, VideoFileSource
-from .detect import make_detector
+from .detect import Detections, describe_detector, detect_video
 from .errors import SSMTLError
 from .io import atomic_path, package_versions, write_json
-from .score import Scorer, combine_tasks, frame_scores_from_grid, score_grid
-from .teachers import load_teacher
-from .train import load_checkpoint, model_from_checkpoint, pick_device
+from .score import Scorer, score_detections, score_video
+from .teachers import Teacher, load_teacher, middle_crops
 
 
 def open_video(path: str | Path) -> Video:
@@ -36,9 +44,14 @@ def open_video(path: str | Path) -> Video:
     return Video(path.stem, "test", source)
 
 
+def _teacher_logits(teacher: Teacher, frames: np.ndarray, detections: Detections, rows: np.ndarray) -> np.ndarray:
+    return teacher.logits(middle_crops(frames, detections.frame[rows], detections.boxes[rows], teacher.size))
+
+
 def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: str | Path,
                      overrides: dict | None = None, device: str = "auto", video_format: str = "mp4",
-                     teacher_weights: str | None = None, progress: bool = True) -> dict:
+                     teacher_weights: str | None = None, progress: bool = True, per_video_minmax: bool = False,
+                     threshold: float | None = None, log=print) -> dict:
     """Detect, score and annotate one video.
 
     Args:
@@ -51,6 +64,10 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
         video_format: ``mp4`` or ``gif``.
         teacher_weights: ImageNet teacher weights, if the checkpoint's default teacher is not wanted.
         progress: progress bars.
+        per_video_minmax: the paper's per-video min-max normalisation instead of calibrated scores.
+        threshold: the alert threshold of calibrated scores (default: the checkpoint's, from its validation
+            objects).
+        log: where messages go (a checkpoint without calibration says how it gets one).
 
     Returns:
         A summary (also written to ``summary.json``).
@@ -59,53 +76,66 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
 
     state = load_checkpoint(checkpoint)
     profile = apply_overrides(profile_from_dict(state["profile"]), overrides)
+    validate(profile)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     video = open_video(video_path)
     torch_device = pick_device(device)
+    calibration = None  # first, so that a checkpoint without one fails (or is calibrated) before detection
+    if not per_video_minmax:
+        calibration = checkpoint_calibration(state, checkpoint, tuple(profile.train.tasks), device, progress, log)
     started = time.perf_counter()
     frames = load_frames(video, progress=progress)
-    detector = make_detector(profile.detect, device=str(torch_device))
-    detections = detector.detect_video(video, progress=progress)
+    detections = detect_video(profile.detect, video, device=str(torch_device), progress=progress)
     detect_seconds = time.perf_counter() - started
 
-    layout = state["kd_layout"]
-    logits = None
-    if layout.get("logits") and not (layout.get("class_scores") and detections.class_scores.shape[1]) and len(detections):
+    scorer = Scorer(model_from_checkpoint(state, torch_device, checkpoint), profile.sample, state["kd_layout"],
+                    torch_device, calibration=state.get("calibration"), tasks=profile.train.tasks)
+    teacher = None
+    if scorer.needs_teacher(detections).any():
         teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
-        from .samples import box_pixels, crop_object
-
-        pixels = box_pixels(detections.boxes, *frames.shape[1:3]).tolist()
-        crops = np.stack([crop_object(frames, np.array([f]), None, teacher.size, pixels=p)[0]
-                          for f, p in zip(detections.frame, pixels)])
-        logits = teacher.logits(crops)
-    scorer = Scorer(model_from_checkpoint(state, torch_device), profile.sample, layout, torch_device)
-    scores = scorer.score_objects(frames, detections, logits)
-    tasks = tuple(t for t in ("aot", "irr", "mid", "kd") if t in scores.tasks)
-    object_scores = combine_tasks(scores, tasks, profile.score.normalize_tasks)
-    grid = score_grid(object_scores, scores.frame, scores.boxes, video.num_frames, video.frame_size, profile.score)
-    frame_scores = frame_scores_from_grid(grid, profile.score)
-    task_curves = {}
-    for task in tasks:
-        alone = combine_tasks(scores, (task,), True)
-        task_curves[task] = frame_scores_from_grid(score_grid(alone, scores.frame, scores.boxes, video.num_frames,
-                                                              video.frame_size, profile.score), profile.score)
+    scores = score_detections(scorer, frames, detections, partial(_teacher_logits, teacher, frames, detections))
+    tasks = tuple(t for t in TASKS if t in scores.tasks)
+    segments = []
+    if calibration is None:
+        result = score_video(scores, tasks, video.num_frames, video.frame_size, profile.score)
+        object_scores, frame_scores = result.object_scores, result.frame_scores
+        task_curves = {task: score_video(scores, (task,), video.num_frames, video.frame_size,
+                                         profile.score).frame_scores for task in tasks}
+    else:
+        calibration = calibration.subset(tasks)  # the tasks scored (all trained ones, unless one lacks a score)
+        threshold = calibration.threshold if threshold is None else float(threshold)
+        object_scores = calibration.object_scores(scores)
+        frame_scores = calibrated_frame_scores(object_scores, scores.frame, video.num_frames, profile.score)
+        task_curves = {task: calibrated_frame_scores(calibration.object_scores(scores, (task,)), scores.frame,
+                                                     video.num_frames, profile.score) for task in calibration.tasks}
+        segments = alert_segments(frame_scores, threshold, object_scores, scores.frame, scores.boxes)
+    frame_segment = np.zeros(video.num_frames, int)  # 1-based alert segment of each frame, 0 outside
+    for k, segment in enumerate(segments, 1):
+        frame_segment[segment["start"]:segment["end"] + 1] = k
     elapsed = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
 
     raw_sum = np.sum([scores.tasks[t] for t in tasks], axis=0) if len(detections) else np.zeros(0)
     with atomic_path(out / "frame_scores.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["frame", "score", *tasks])
+        writer.writerow(["frame", "score", *(["alert_segment"] if calibration else []), *task_curves])
         for f in range(video.num_frames):
-            writer.writerow([f, f"{frame_scores[f]:.6f}", *(f"{task_curves[t][f]:.6f}" for t in tasks)])
+            writer.writerow([f, f"{frame_scores[f]:.6f}", *([frame_segment[f]] if calibration else []),
+                             *(f"{curve[f]:.6f}" for curve in task_curves.values())])
     with atomic_path(out / "objects.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["frame", "x1", "y1", "x2", "y2", "score", "sum_raw", *tasks])
+        writer.writerow(["frame", "x1", "y1", "x2", "y2", "score", *(["over_threshold", "alert_segment"]
+                                                                       if calibration else []), "sum_raw", *tasks])
         for i in range(len(detections)):
+            alert = ([int(object_scores[i] >= threshold), frame_segment[int(scores.frame[i])]] if calibration
+                     else [])
             writer.writerow([int(scores.frame[i]), *(f"{v:.1f}" for v in scores.boxes[i]), f"{object_scores[i]:.6f}",
-                             f"{raw_sum[i]:.6f}", *(f"{scores.tasks[t][i]:.6f}" for t in tasks)])
+                             *alert, f"{raw_sum[i]:.6f}", *(f"{scores.tasks[t][i]:.6f}" for t in tasks)])
 
-    figure = viz.plot_score_curve(frame_scores, task_curves=task_curves, title=f"{video.name}: anomaly score")
+    kind = "per-video min-max score" if calibration is None else "calibrated score (fraction of normal objects)"
+    figure = viz.plot_score_curve(frame_scores, task_curves=task_curves, title=f"{video.name}: {kind}",
+                                  threshold=None if calibration is None else threshold,
+                                  yscale="linear" if calibration is None else "logit")
     figure.savefig(out / "scores.png", dpi=120, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
@@ -115,12 +145,18 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
     fps = getattr(video.source, "fps", 10.0)
     written = viz.write_annotated_video((frames[f] if frames.shape[-1] == 3 else np.repeat(frames[f], 3, axis=2)
                                          for f in range(video.num_frames)), boxes_per_frame, scores_per_frame,
-                                        frame_scores, out / f"annotated.{video_format}", fps=fps)
+                                        frame_scores, out / f"annotated.{video_format}", fps=fps,
+                                        threshold=None if calibration is None else threshold)
     top = np.argsort(-frame_scores)[:5]
     summary = {"video": str(video_path), "frames": video.num_frames, "frame_size": list(video.frame_size),
                "objects": int(len(detections)), "tasks": list(tasks), "checkpoint": str(checkpoint),
-               "arch": profile.train.arch, "detector": detector.describe() | {"class_names": None},
+               "arch": profile.train.arch,
+               "detector": describe_detector(profile.detect, str(torch_device)) | {"class_names": None},
                "score_settings": profile.to_dict()["score"], "most_anomalous_frames": top.tolist(),
+               "scores": "per-video min-max (the paper's)" if calibration is None else "calibrated",
+               "calibration": None if calibration is None else calibration.summary() | {"threshold": threshold} | (
+                   {} if threshold == calibration.threshold else {"threshold_rule": "given (--threshold)"}),
+               "alert_segments": None if calibration is None else segments,
                "seconds": round(elapsed, 2), "detect_seconds": round(detect_seconds, 2),
                "frames_per_s": round(video.num_frames / elapsed, 1), "device": str(torch_device),
                "annotated_video": str(written), "versions": package_versions()}

@@ -1,31 +1,47 @@
-"""Evaluate a trained run: the paper's four numbers, per video, per task and the task ablation (SPEC 4).
+"""Evaluate a trained run: the paper's four numbers, per video, per task and the task ablation (paper Sec. 4; ``docs/method.md``, "Metrics").
 
 ``evaluate_run(run_dir)`` scores every test object with the run's best checkpoint (raw task scores cached
-in ``<run>/eval/object_scores/`` and reused while the checkpoint is unchanged), turns them into frame and
+in ``<run>/eval/object_scores/`` and reused while checkpoint, dataset copy, detections and teacher are
+unchanged), turns them into frame and
 region scores with the profile's published smoothing (never tuned on test labels), and writes
 ``metrics.json`` (micro/macro frame AUC, RBDC, TBDC, per-video AUCs, each task alone and every task subset,
-and what produced them) and ``frame_scores.csv``.
+and what produced them) and ``frame_scores.csv``. Beside the paper's protocol, ``metrics.json`` holds the
+micro and macro AUC of the calibrated scores (``calibrated``; ``docs/method.md``, "Calibrated scores for your
+own videos"): scores read against the run's normal validation objects instead of min-max normalised per test
+video, with the alert threshold chosen on those objects, so no test label chooses anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .config import Profile, ScoreConfig, profile_from_dict
+from .calibration import Calibration, calibrated_frame_scores, checkpoint_calibration
+from .checkpoint import load_checkpoint, model_from_checkpoint, pick_device
+from .config import TASKS, Profile, ScoreConfig, profile_from_dict
 from .data.frames import load_frames
 from .data.layouts import Dataset, open_dataset
 from .detect import detect_dataset
 from .errors import SSMTLError
-from .io import atomic_path, file_sha256, load_npz, package_versions, read_json, save_npz, write_json
+from .io import (
+    atomic_path,
+    file_sha256,
+    load_npz,
+    package_versions,
+    read_json,
+    save_npz,
+    stable_hash,
+    write_json,
+)
 from .metrics import Regions, Tracks, macro_auc, micro_auc, per_video_auc, rbdc_tbdc, tracks_from_masks
-from .score import ObjectScores, Scorer, score_video, task_subsets
+from .score import ObjectScores, Scorer, score_detections, score_video, task_subsets
 from .teachers import TeacherCache, load_teacher
-from .train import load_checkpoint, model_from_checkpoint, pick_device
 
 
 def ground_truth_tracks(dataset: Dataset) -> Tracks | None:
@@ -87,47 +103,80 @@ def load_run(run_dir: str | Path, root: str | Path | None = None, cache_root: st
 def object_scores_for_run(run_dir: Path, state: dict, profile: Profile, dataset: Dataset, cache_root: Path,
                           device: str = "auto", progress: bool = True, log=print,
                           teacher_weights: str | None = None) -> tuple[list[ObjectScores], dict]:
-    """Raw task scores of every test object (cached per video, keyed by the checkpoint's hash)."""
+    """Raw task scores of every test object (cached per video, keyed by checkpoint, dataset copy, detections and
+    teacher)."""
     device = pick_device(device)
     detections = detect_dataset(dataset, profile.detect, cache_root, splits=("test",), progress=progress, log=log)
-    model = model_from_checkpoint(state, device)
-    scorer = Scorer(model, profile.sample, state["kd_layout"], device)
-    checkpoint_hash = file_sha256(run_dir / "best.pt")[:12]
+    model = model_from_checkpoint(state, device, run_dir / "best.pt")
+    precision = profile.score.inference_precision
+    int8_inputs = (int8_calibration_inputs(dataset, profile, cache_root, progress, log) if precision == "int8"
+                   else None)
+    scorer = Scorer(model, profile.sample, state["kd_layout"], device, calibration=state.get("calibration"),
+                    tasks=profile.train.tasks, precision=precision, int8_inputs=int8_inputs)
+    checkpoint_hash = file_sha256(run_dir / "best.pt")[:12] + ("" if precision == "auto" else f"-{precision}")
     folder = run_dir / "eval" / "object_scores"
-    teacher_cache = None
-    needs_teacher = state["kd_layout"].get("logits") and not state["kd_layout"].get("class_scores")
+    teacher = None
     results, objects, seconds, frames_total = [], 0, 0.0, 0
     for video in tqdm(dataset.test, desc="score test videos", unit="video", disable=not progress):
         path = folder / f"{video.name}.npz"
+        # The cached scores are reused only for the same checkpoint, dataset copy, detections (their file's
+        # size and time) and teacher: evaluating against another cache or re-made detections rescores.
+        det_file = detections.path(video).stat()
+        key = stable_hash([checkpoint_hash, dataset.cache_id, str(Path(dataset.root).resolve()), detections.key,
+                           det_file.st_size, det_file.st_mtime_ns, teacher_weights], 16)
         if path.is_file():
-            arrays = load_npz(path)
-            if str(arrays.get("checkpoint", np.array(""))) == checkpoint_hash:
-                arrays.pop("checkpoint")
-                results.append(ObjectScores.from_arrays(arrays))
-                continue
+            with contextlib.suppress(Exception):  # a damaged cache file is simply recomputed
+                arrays = load_npz(path)
+                if str(arrays.pop("key", np.array(""))) == key:
+                    arrays.pop("checkpoint", None)
+                    results.append(ObjectScores.from_arrays(arrays))
+                    continue
         frames = load_frames(video, cache_root / dataset.cache_id / "frames")
         dets = detections.load(video)
-        logits = None
-        if needs_teacher and len(dets):
-            if teacher_cache is None:
-                teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
-                teacher_cache = TeacherCache(cache_root, dataset, teacher, detections.key)
-            logits = teacher_cache.logits(video, frames, dets.frame, dets.boxes, np.arange(len(dets)))
+        if teacher is None and scorer.needs_teacher(dets).any():
+            model_teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size,
+                                         weights=teacher_weights)
+            teacher = TeacherCache(cache_root, dataset, model_teacher, detections)
+
         start = time.perf_counter()
-        scores = scorer.score_objects(frames, dets, logits)
+        scores = score_detections(scorer, frames, dets, partial(_cached_logits, teacher, video, frames, dets))
         seconds += time.perf_counter() - start
         objects += len(dets)
         frames_total += video.num_frames
-        save_npz(path, checkpoint=np.array(checkpoint_hash), **scores.to_arrays())
+        save_npz(path, key=np.array(key), **scores.to_arrays())
         results.append(scores)
     timing = {"objects": objects, "frames": frames_total, "seconds": round(seconds, 2),
               "objects_per_s": round(objects / seconds, 1) if seconds else None,
-              "frames_per_s_from_cached_detections": round(frames_total / seconds, 1) if seconds else None}
+              "frames_per_s_from_cached_detections": round(frames_total / seconds, 1) if seconds else None,
+              "backend": scorer.backend if objects else "cached scores", "precision_asked": precision}
     return results, {"detections": detections.meta, "timing": timing, "checkpoint_sha256": checkpoint_hash}
 
 
+def int8_calibration_inputs(dataset: Dataset, profile: Profile, cache_root: Path, progress: bool = False, log=print,
+                            count: int = 256) -> np.ndarray:
+    """The consecutive sequences of ``count`` training objects spread evenly over the training videos: what
+    int8 quantization calibrates on (never a test object)."""
+    from .samples import objects_from_detections, scoring_sequences
+
+    detections = detect_dataset(dataset, profile.detect, cache_root, splits=("train",), progress=progress, log=log)
+    per_video = [detections.load(v) for v in dataset.train]
+    objects = objects_from_detections(per_video, [v.num_frames for v in dataset.train], profile.sample,
+                                      training=True)
+    pick = np.unique(np.linspace(0, len(objects) - 1, min(count, len(objects))).astype(int))
+    parts = []
+    for v in np.unique(objects.video[pick]):
+        rows = pick[objects.video[pick] == v]
+        frames = load_frames(dataset.train[v], cache_root / dataset.cache_id / "frames")
+        parts.append(scoring_sequences(frames, objects.frame[rows], objects.boxes[rows], profile.sample, rgb=False))
+    return np.concatenate(parts)
+
+
+def _cached_logits(cache: TeacherCache, video, frames: np.ndarray, dets, rows: np.ndarray) -> np.ndarray:
+    return cache.logits(video, frames, dets.frame[rows], dets.boxes[rows], rows)
+
+
 def evaluate_scores(dataset: Dataset, object_scores: list[ObjectScores], config: ScoreConfig,
-                    tracks: Tracks | None, tasks: tuple[str, ...] = ("aot", "irr", "mid", "kd")) -> tuple[dict, dict]:
+                    tracks: Tracks | None, tasks: tuple[str, ...] = TASKS) -> tuple[dict, dict]:
     """Micro/macro AUC for every task subset, RBDC/TBDC and per-video AUCs for all tasks together.
 
     Returns:
@@ -178,6 +227,25 @@ def evaluate_scores(dataset: Dataset, object_scores: list[ObjectScores], config:
     return metrics, curves
 
 
+def calibrated_scores(dataset: Dataset, object_scores: list[ObjectScores], calibration: Calibration,
+                      config: ScoreConfig) -> tuple[dict, list[np.ndarray]]:
+    """The calibrated variant: frame scores read against the normal validation objects, and their AUCs.
+
+    Returns:
+        (metrics, curves): micro and macro AUC, the threshold and the share of normal and of abnormal test
+        frames at or over it (reported, never used to choose anything); the per-video calibrated frame scores.
+    """
+    labels = [v.labels for v in dataset.test]
+    curves = [calibrated_frame_scores(calibration.object_scores(s), s.frame, v.num_frames, config)
+              for v, s in zip(dataset.test, object_scores)]
+    over, truth = np.concatenate(curves) >= calibration.threshold, np.concatenate(labels).astype(bool)
+    metrics = {"micro_auc": micro_auc(labels, curves), "macro_auc": macro_auc(labels, curves),
+               "threshold": calibration.threshold, "validation_objects": calibration.objects,
+               "normal_frames_over_threshold": float(over[~truth].mean()) if (~truth).any() else None,
+               "abnormal_frames_over_threshold": float(over[truth].mean()) if truth.any() else None}
+    return metrics, curves
+
+
 def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None,
                  out_dir: str | Path | None = None, device: str = "auto", progress: bool = True, log=print,
                  score_overrides: dict | None = None, teacher_weights: str | None = None) -> dict:
@@ -198,6 +266,8 @@ def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root
     run = Path(run_dir)
     out = Path(out_dir) if out_dir else run
     state, profile, dataset, cache = load_run(run, root, cache_root)
+    if (missing := dataset.missing_ground_truth()) is not None:
+        raise SSMTLError(missing)
     if score_overrides:
         from .config import apply_overrides
 
@@ -206,9 +276,17 @@ def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root
                                                 teacher_weights)
     tracks = ground_truth_tracks(dataset)
     metrics, curves = evaluate_scores(dataset, object_scores, profile.score, tracks, profile.train.tasks)
+    try:
+        calibration = checkpoint_calibration(state, run / "best.pt", tuple(metrics["tasks"]), device, progress, log,
+                                             root=dataset.root, cache_root=cache)
+        calibrated = calibrated_scores(dataset, object_scores, calibration, profile.score)[0]
+    except SSMTLError as exc:  # the paper's numbers stand without it
+        log(f"calibrated scores skipped: {exc}")
+        calibrated = {"skipped": str(exc)}
     teacher = state["caches"].get("teacher")
     report = {
         **metrics,
+        "calibrated": calibrated,
         "dataset": dataset.summary(),
         "profile": profile.name,
         "arch": profile.train.arch,
@@ -219,6 +297,8 @@ def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root
         "checkpoint": {"path": str(run / "best.pt"), "epoch": state["epoch"],
                        "best_val_loss": state.get("best_val_loss"), "sha256_12": info["checkpoint_sha256"]},
         "seed": profile.train.seed,
+        # how the run was trained: epochs run (a time budget may stop it early), precision, time, speed
+        "training": read_json(run / "train_summary.json") if (run / "train_summary.json").is_file() else {},
         "timing": info["timing"],
         "versions": package_versions(),
         "ground_truth_tracks": None if tracks is None else {"regions": len(tracks), "tracks": tracks.num_tracks},
@@ -226,7 +306,8 @@ def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root
     write_json(out / "metrics.json", report)
     _write_frame_scores(out / "frame_scores.csv", dataset, curves, metrics["tasks"])
     log(f"{profile.name} {profile.train.arch}: micro AUC {report['micro_auc']:.4f}, macro AUC "
-        f"{report['macro_auc']:.4f}, RBDC {_fmt(report['rbdc'])}, TBDC {_fmt(report['tbdc'])} -> {out / 'metrics.json'}")
+        f"{report['macro_auc']:.4f}, RBDC {_fmt(report['rbdc'])}, TBDC {_fmt(report['tbdc'])}; calibrated micro AUC "
+        f"{_fmt(calibrated.get('micro_auc'))} -> {out / 'metrics.json'}")
     return report
 
 

@@ -1,4 +1,4 @@
-"""Object-centric sequences for the four proxy tasks (SPEC 3.2-3.3, paper Sec. 3.1-3.2).
+"""Object-centric sequences for the four proxy tasks (paper Sec. 3.1-3.2; ``docs/method.md``, "Object-centric sequences", "Proxy tasks").
 
 For a box detected in frame ``i``, the *same box* is cropped from frames ``i-t .. i+t`` (t = 3) and each crop
 is resized to 64x64 RGB. From that one object the four tasks build their inputs:
@@ -225,19 +225,6 @@ class Batch:
     intermittent: np.ndarray | None = None
     irr_offsets: np.ndarray | None = None
 
-    def aot_input(self) -> np.ndarray:
-        """(N, 2t+1, S, S, C): forwards, or reversed where ``aot_label`` is 1 (host-side, for pictures/tests)."""
-        out = self.consecutive.copy()
-        out[self.aot_label == 1] = out[self.aot_label == 1, ::-1]
-        return out
-
-    def irr_input(self) -> np.ndarray:
-        """(N, 2t+1, S, S, C): consecutive, or intermittent where ``irr_label`` is 1 (host-side)."""
-        out = self.consecutive.copy()
-        if self.intermittent is not None:
-            out[self.irr_label == 1] = self.intermittent[self.irr_label == 1]
-        return out
-
 
 class SequenceSampler:
     """Builds the crops behind the four tasks' inputs for any set of objects, from decoded frames.
@@ -304,23 +291,6 @@ class SequenceSampler:
             crop_rows(range(n))
         return Batch(index, consecutive, aot_label, irr_label, intermittent, offsets)
 
-    def batches(self, index: np.ndarray, batch_size: int, shuffle: bool, seed: int,
-                prefetch: int = 2) -> Iterator[Batch]:
-        """Batches over ``index``, prepared in a background thread (OpenCV releases the GIL).
-
-        Args:
-            index: the objects to cover.
-            batch_size: objects per batch.
-            shuffle: shuffle the order.
-            seed: seed of the order and of the reversals/gaps of this pass (so a resumed epoch redraws
-                exactly what an uninterrupted one would).
-            prefetch: batches prepared ahead.
-        """
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(index) if shuffle else np.asarray(index)
-        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        return _prefetch((self.make_batch(chunk, rng) for chunk in chunks), prefetch)
-
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
@@ -331,7 +301,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return _POOLS[workers]
 
 
-def _prefetch(generator: Iterator[Batch], depth: int) -> Iterator[Batch]:
+def prefetch(generator: Iterator[Batch], depth: int) -> Iterator[Batch]:
+    """Items of ``generator`` prepared ``depth`` ahead in a background thread (OpenCV releases the GIL)."""
     if depth <= 0:
         yield from generator
         return

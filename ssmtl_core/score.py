@@ -1,4 +1,4 @@
-"""From a trained model to object, frame and pixel anomaly scores (SPEC 3.6-3.7, paper Sec. 3.4).
+"""From a trained model to object, frame and pixel anomaly scores (paper Sec. 3.4; ``docs/method.md``, "Scoring", "From objects to frames").
 
 An object's anomaly score is the sum of four task scores: P(backward) of its forward sequence (arrow of
 time), P(intermittent) of its consecutive sequence (motion irregularity), the mean absolute error of its
@@ -16,6 +16,7 @@ anomaly map, and the regions scored for RBDC/TBDC are the detected boxes with th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -24,9 +25,10 @@ import torch
 from scipy.ndimage import convolve1d, uniform_filter
 from torch import nn
 
-from .config import TASKS, SampleConfig, ScoreConfig
+from .config import IMAGENET_CLASSES, TASKS, SampleConfig, ScoreConfig
 from .detect import Detections
-from .model import SSMTLModel
+from .errors import SSMTLError
+from .model import SSMTLModel, as_input
 from .samples import scoring_sequences
 
 
@@ -38,43 +40,69 @@ class ObjectScores:
         frame: (N,) frame index of each object.
         boxes: (N, 4) its box.
         tasks: task name -> (N,) raw score (``aot``, ``irr``, ``mid``, ``kd`` as available).
+        kd_has_classes: (N,) True where the distillation score compares detector class scores (False: teacher
+            logits), or None (unknown).
+        raw_kd: (N,) the distillation scores before the hybrid detector's standardisation, where ``tasks["kd"]``
+            was standardised (None: ``tasks["kd"]`` is raw); the calibrated scores read the raw ones.
     """
 
     frame: np.ndarray
     boxes: np.ndarray
     tasks: dict[str, np.ndarray]
+    kd_has_classes: np.ndarray | None = None
+    raw_kd: np.ndarray | None = None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"frame": self.frame, "boxes": self.boxes, **{f"task_{k}": v for k, v in self.tasks.items()}}
+        extra = {k: v for k, v in (("kd_has_classes", self.kd_has_classes), ("raw_kd", self.raw_kd)) if v is not None}
+        return {"frame": self.frame, "boxes": self.boxes, **{f"task_{k}": v for k, v in self.tasks.items()}, **extra}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ObjectScores:
         tasks = {k[5:]: v for k, v in arrays.items() if k.startswith("task_")}
-        return cls(arrays["frame"], arrays["boxes"], tasks)
+        return cls(arrays["frame"], arrays["boxes"], tasks, arrays.get("kd_has_classes"), arrays.get("raw_kd"))
 
 
 class ScoringHeads(nn.Module):
-    """Everything a test object needs in one graph: P(backward), P(intermittent), the middle-crop
-    reconstruction error and the distillation prediction, from its consecutive sequence (N, 3, 2t+1, S, S)."""
+    """Everything a test object needs in one graph, from its consecutive sequence (N, 3, 2t+1, S, S):
+    P(backward), P(intermittent), the middle-crop reconstruction error and the distillation prediction, for
+    the trained tasks only (a model trained without the middle-box task skips its whole second encoder pass).
 
-    def __init__(self, model: SSMTLModel, temporal_half: int):
+    Attributes:
+        names: the outputs in order, among ``aot``, ``irr``, ``mid``, ``kd_pred``.
+    """
+
+    def __init__(self, model: SSMTLModel, temporal_half: int, tasks: tuple[str, ...] = TASKS):
         super().__init__()
         self.model, self.t = model, temporal_half
+        self.names = [t for t in TASKS if t in tasks and t != "kd"]
+        if "kd" in tasks and model.kd_head is not None:
+            self.names.append("kd_pred")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        heads = self.model.sequence_heads(x)
-        t = self.t
-        reconstruction = self.model.middle(torch.cat([x[:, :, :t], x[:, :, t + 1:]], dim=2))
-        error = (reconstruction - x[:, :, t]).abs().mean(dim=(1, 2, 3))
-        out = (torch.softmax(heads["aot"], 1)[:, 1], torch.softmax(heads["irr"], 1)[:, 1], error)
-        return out + (heads["kd"],) if "kd" in heads else out
+        out: dict[str, torch.Tensor] = {}
+        if {"aot", "irr", "kd_pred"} & set(self.names):
+            heads = self.model.sequence_heads(x)
+            out.update(aot=torch.softmax(heads["aot"], 1)[:, 1], irr=torch.softmax(heads["irr"], 1)[:, 1])
+            if "kd" in heads:
+                out["kd_pred"] = heads["kd"]
+        if "mid" in self.names:
+            t = self.t
+            reconstruction = self.model.middle(torch.cat([x[:, :, :t], x[:, :, t + 1:]], dim=2))
+            out["mid"] = (reconstruction - x[:, :, t]).abs().mean(dim=(1, 2, 3))
+        return tuple(out[name] for name in self.names)
+
+
+def _as_float_input(sequences: np.ndarray) -> np.ndarray:
+    """Uint8 (N, T, S, S, C) -> float32 (N, 3, T, S, S) in [0, 1], grey expanded to RGB (OpenVINO's input)."""
+    x = sequences.transpose(0, 4, 1, 2, 3).astype(np.float32) * np.float32(1 / 255)
+    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
 
 
 class Scorer:
-    """Runs a trained model over the objects of a video.
+    """Runs a trained model over the objects of a video (paper Sec. 3.4; ``docs/method.md``, "Scoring").
 
-    On a CPU the model runs through OpenVINO when available (:mod:`ssmtl_core.runtime`, about three times
-    faster than eager PyTorch here); on a GPU through PyTorch.
+    On a CPU the model runs through OpenVINO when available (:mod:`ssmtl_core.runtime`); on a GPU through
+    PyTorch.
 
     Args:
         model: the trained model (eval mode).
@@ -82,16 +110,27 @@ class Scorer:
         kd_layout: ``{"logits": 1000|0, "class_scores": 80|0}``, the parts of the distillation target.
         device: where the model runs.
         chunk: objects per forward pass.
+        compile: compile with OpenVINO now (True), never (False) or from the first full chunk (None).
+        calibration: the validation scores stored in the checkpoint (:mod:`ssmtl_core.calibration`); they put
+            the two kinds of distillation discrepancy of a hybrid detector on one scale.
+        tasks: the tasks to score (the trained ones; the others are not computed).
+        precision: OpenVINO's precision on a CPU: ``auto`` (bf16 where the CPU has it natively, else
+            fp32), ``fp32``, ``bf16`` or ``int8`` (post-training quantization calibrated on ``int8_inputs``).
+        int8_inputs: for ``int8``: uint8 sequences (N, 2t+1, S, S, C) of training objects to calibrate on.
     """
 
     def __init__(self, model: SSMTLModel, sample: SampleConfig, kd_layout: dict, device: str | torch.device = "cpu",
-                 chunk: int = 256, compile: bool | None = None):
+                 chunk: int = 256, compile: bool | None = None, calibration: dict | None = None,
+                 tasks: tuple[str, ...] = TASKS, precision: str = "auto", int8_inputs: np.ndarray | None = None):
         self.device = torch.device(device)
-        self.heads = ScoringHeads(model.eval(), sample.temporal_half).to(self.device)
+        self.heads = ScoringHeads(model.eval(), sample.temporal_half, tasks).to(self.device)
         self.sample = sample
         self.kd_layout = kd_layout
         self.chunk = chunk
         self.compiled = None
+        self.calibration = calibration
+        self.precision = precision
+        self.int8_inputs = int8_inputs
         # Compiling takes seconds; it pays from a full chunk of objects on (None: decide at the first call).
         self._compile = compile
         if compile:
@@ -101,12 +140,29 @@ class Scorer:
         from .runtime import compile_module
 
         size, frames = self.sample.crop_size, 2 * self.sample.temporal_half + 1
-        self.compiled = compile_module(self.heads, torch.zeros(2, 3, frames, size, size), self.device)
+        calibration = None
+        if self.precision == "int8" and self.int8_inputs is not None:
+            calibration = [_as_float_input(self.int8_inputs[i:i + 32]) for i in range(0, len(self.int8_inputs), 32)]
+        self.compiled = compile_module(self.heads, torch.zeros(2, 3, frames, size, size), self.device,
+                                       self.precision, calibration)
         self._compile = False
 
     @property
     def backend(self) -> str:
-        return "openvino" if self.compiled is not None else f"torch-{self.device.type}"
+        return f"openvino-{self.compiled.precision}" if self.compiled is not None else f"torch-{self.device.type}"
+
+    def needs_teacher(self, detections: Detections) -> np.ndarray:
+        """(N,) bool: the objects whose distillation score compares with the ImageNet teacher's logits (those
+        without detector class scores: every object of a class-agnostic detector, the blobs of a hybrid)."""
+        if not self.kd_layout.get("logits"):
+            return np.zeros(len(detections), bool)
+        return ~self._has_classes(detections)
+
+    def _has_classes(self, detections: Detections) -> np.ndarray:
+        n_classes = self.kd_layout.get("class_scores", 0)
+        if not n_classes or detections.class_scores.shape[1] != n_classes:
+            return np.zeros(len(detections), bool)
+        return detections.classes >= 0
 
     @torch.inference_mode()
     def predict(self, sequences: np.ndarray) -> dict[str, np.ndarray]:
@@ -118,32 +174,26 @@ class Scorer:
         for i in range(0, len(sequences), self.chunk):
             part = sequences[i:i + self.chunk]
             if self.compiled is not None:
-                x = part.transpose(0, 4, 1, 2, 3).astype(np.float32) * np.float32(1 / 255)
-                if x.shape[1] == 1:
-                    x = np.repeat(x, 3, axis=1)
-                results = self.compiled(x)
+                results = self.compiled(_as_float_input(part))
             else:
-                x = torch.from_numpy(np.ascontiguousarray(part)).to(self.device)
-                x = x.permute(0, 4, 1, 2, 3).float().div_(255.0)
-                if x.shape[1] == 1:
-                    x = x.expand(-1, 3, -1, -1, -1)
-                results = [r.float().cpu().numpy() for r in
-                           self.heads(x.contiguous(memory_format=torch.channels_last_3d))]
-            for name, value in zip(("aot", "irr", "mid", "kd_pred"), results):
+                results = [r.float().cpu().numpy() for r in self.heads(as_input(part, self.device))]
+            for name, value in zip(self.heads.names, results):
                 out[name].append(value)
         return {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in out.items()}
 
     def score_objects(self, frames: np.ndarray, detections: Detections,
-                      teacher_logits: np.ndarray | None = None) -> ObjectScores:
-        """Raw task scores of every detection of one video (SPEC 3.6).
+                      teacher_logits: np.ndarray | None = None, raw: bool = False) -> ObjectScores:
+        """Raw task scores of every detection of one video (paper Sec. 3.4).
 
         Args:
             frames: the video's decoded frames (T, H, W, C).
             detections: its detections.
-            teacher_logits: (N, 1000) ImageNet logits of the test objects, needed for the distillation score
-                only when the detector has no classes.
+            teacher_logits: (N, 1000) ImageNet logits of the objects; only the rows of
+                :meth:`needs_teacher` are read (the others may be anything).
+            raw: keep the two kinds of distillation discrepancy as they are (no standardisation).
         """
         n = len(detections)
+        has_classes = self._has_classes(detections)
         tasks: dict[str, list[np.ndarray]] = {"aot": [], "irr": [], "mid": [], "kd": []}
         for i in range(0, n, self.chunk):
             part = slice(i, i + self.chunk)
@@ -151,30 +201,70 @@ class Scorer:
                                           rgb=False)
             pred = self.predict(sequences)
             for task in ("aot", "irr", "mid"):
-                tasks[task].append(pred[task])
-            kd = self.distillation_discrepancy(pred["kd_pred"], detections.class_scores[part],
+                if task in self.heads.names:
+                    tasks[task].append(pred[task])
+            if "kd_pred" not in self.heads.names:
+                continue
+            kd = self.distillation_discrepancy(pred["kd_pred"], detections.class_scores[part], has_classes[part],
                                                None if teacher_logits is None else teacher_logits[part])
             if kd is not None:
                 tasks["kd"].append(kd)
         result = {k: np.concatenate(v).astype(np.float32) for k, v in tasks.items() if v}
         if n == 0:
-            result = {k: np.zeros(0, np.float32) for k in ("aot", "irr", "mid")}
-            if self.kd_layout.get("logits") or self.kd_layout.get("class_scores"):
+            result = {k: np.zeros(0, np.float32) for k in ("aot", "irr", "mid") if k in self.heads.names}
+            if "kd_pred" in self.heads.names:
                 result["kd"] = np.zeros(0, np.float32)
-        return ObjectScores(detections.frame.copy(), detections.boxes.copy(), result)
+        raw_kd = None
+        if not raw and "kd" in result and has_classes.any() and not has_classes.all():
+            from .calibration import standardize_discrepancy
 
-    def distillation_discrepancy(self, prediction: np.ndarray, class_scores: np.ndarray,
+            raw_kd = result["kd"]
+            result["kd"] = standardize_discrepancy(result["kd"], has_classes, self.calibration)
+        return ObjectScores(detections.frame.copy(), detections.boxes.copy(), result,
+                            has_classes if "kd" in result else None, raw_kd)
+
+    def distillation_discrepancy(self, prediction: np.ndarray, class_scores: np.ndarray, has_classes: np.ndarray,
                                  teacher_logits: np.ndarray | None) -> np.ndarray | None:
         """Mean |detector class scores - predicted ones| (the paper's test-time score, no ImageNet teacher
-        needed); with a class-agnostic detector, mean |teacher logits - predicted logits|."""
+        needed) for objects with class scores; mean |teacher logits - predicted logits| for the others.
+
+        Returns None when the model has no distillation head, or some object lacks what its score needs.
+        """
         if prediction.size == 0:
             return None
         n_logits, n_classes = self.kd_layout.get("logits", 0), self.kd_layout.get("class_scores", 0)
-        if n_classes and class_scores.shape[1] == n_classes:
-            return np.abs(class_scores.astype(np.float32) - prediction[:, n_logits:n_logits + n_classes]).mean(1)
-        if n_logits and teacher_logits is not None:
-            return np.abs(teacher_logits.astype(np.float32) - prediction[:, :n_logits]).mean(1)
-        return None
+        out = np.zeros(len(prediction), np.float32)
+        if has_classes.any():
+            predicted = prediction[has_classes, n_logits:n_logits + n_classes]
+            out[has_classes] = np.abs(class_scores[has_classes].astype(np.float32) - predicted).mean(1)
+        rest = ~has_classes
+        if rest.any():
+            if not n_logits or teacher_logits is None:
+                return None
+            out[rest] = np.abs(teacher_logits[rest].astype(np.float32) - prediction[rest, :n_logits]).mean(1)
+        return out
+
+
+def score_detections(scorer: Scorer, frames: np.ndarray, detections: Detections,
+                     teacher_logits_for: Callable[[np.ndarray], np.ndarray] | None = None) -> ObjectScores:
+    """The one path from a video's detections to their raw task scores (evaluation and ``score-video``).
+
+    Args:
+        scorer: the trained model's scorer.
+        frames: the video's decoded frames.
+        detections: its detections.
+        teacher_logits_for: given detection rows, their ImageNet teacher logits (N, 1000); called only for
+            the objects whose distillation score needs them (:meth:`Scorer.needs_teacher`).
+    """
+    rows = np.flatnonzero(scorer.needs_teacher(detections))
+    logits = None
+    if len(rows):
+        if teacher_logits_for is None:
+            raise SSMTLError("the distillation score of these objects needs the ImageNet teacher's logits, and no "
+                             "teacher was given.")
+        logits = np.zeros((len(detections), IMAGENET_CLASSES), np.float32)
+        logits[rows] = teacher_logits_for(rows)
+    return scorer.score_objects(frames, detections, logits)
 
 
 # -- combining tasks ------------------------------------------------------------------------------
@@ -206,21 +296,28 @@ def task_subsets(available: tuple[str, ...]) -> list[tuple[str, ...]]:
 # -- object scores to frame scores --------------------------------------------------------------
 
 
+def box_cells(boxes: np.ndarray, block: int, grid_shape: tuple[int, int]) -> np.ndarray:
+    """(N, 4) int cell bounds ``x1, y1, x2, y2`` (end-exclusive) of boxes on a grid of ``block``-pixel cells,
+    clipped to the grid and at least one cell wide."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    rows, cols = grid_shape
+    x1 = np.clip(np.floor(boxes[:, 0] / block), 0, cols - 1)
+    y1 = np.clip(np.floor(boxes[:, 1] / block), 0, rows - 1)
+    x2 = np.clip(np.ceil(boxes[:, 2] / block), x1 + 1, cols)
+    y2 = np.clip(np.ceil(boxes[:, 3] / block), y1 + 1, rows)
+    return np.stack([x1, y1, x2, y2], axis=1).astype(int)
+
+
 def score_grid(object_scores: np.ndarray, frame: np.ndarray, boxes: np.ndarray, num_frames: int,
                frame_size: tuple[int, int], config: ScoreConfig) -> np.ndarray:
     """The (T, H/b, W/b) grid of cell scores: each object's score painted into its box (max on overlap),
-    then the optional 3D mean filter (SPEC 3.7)."""
+    then the optional 3D mean filter (``docs/method.md``, "From objects to frames")."""
     block = max(1, config.block)
     height, width = frame_size
     grid = np.zeros((num_frames, -(-height // block), -(-width // block)), np.float32)
-    if len(frame):
-        x1 = np.clip(np.floor(boxes[:, 0] / block), 0, grid.shape[2] - 1).astype(int)
-        y1 = np.clip(np.floor(boxes[:, 1] / block), 0, grid.shape[1] - 1).astype(int)
-        x2 = np.clip(np.ceil(boxes[:, 2] / block), x1 + 1, grid.shape[2]).astype(int)
-        y2 = np.clip(np.ceil(boxes[:, 3] / block), y1 + 1, grid.shape[1]).astype(int)
-        for f, a, b, c, d, s in zip(frame, y1, y2, x1, x2, object_scores):
-            cells = grid[f, a:b, c:d]
-            np.maximum(cells, s, out=cells)
+    for f, (x1, y1, x2, y2), s in zip(frame, box_cells(boxes, block, grid.shape[1:]), object_scores):
+        cells = grid[f, y1:y2, x1:x2]
+        np.maximum(cells, s, out=cells)
     if config.mean_filter and config.mean_filter > 1:
         grid = uniform_filter(grid, size=config.mean_filter, mode="nearest")
     return grid
@@ -248,13 +345,9 @@ def frame_scores_from_grid(grid: np.ndarray, config: ScoreConfig) -> np.ndarray:
 
 def region_scores(grid: np.ndarray, frame: np.ndarray, boxes: np.ndarray, config: ScoreConfig) -> np.ndarray:
     """The score of each detected box for RBDC/TBDC: the max of the (filtered) grid inside it."""
-    block = max(1, config.block)
     out = np.zeros(len(frame), np.float32)
-    for i, (f, box) in enumerate(zip(frame, boxes)):
-        x1, y1 = int(box[0] // block), int(box[1] // block)
-        x2, y2 = max(int(np.ceil(box[2] / block)), x1 + 1), max(int(np.ceil(box[3] / block)), y1 + 1)
-        cells = grid[f, y1:y2, x1:x2]
-        out[i] = cells.max() if cells.size else 0.0
+    for i, (f, (x1, y1, x2, y2)) in enumerate(zip(frame, box_cells(boxes, max(1, config.block), grid.shape[1:]))):
+        out[i] = grid[f, y1:y2, x1:x2].max()
     return out
 
 

@@ -1,4 +1,4 @@
-"""The teachers of the knowledge-distillation task (SPEC 3.3, paper Sec. 3.2, task 4).
+"""The teachers of the knowledge-distillation task (paper Sec. 3.2, task 4; ``docs/method.md``, "Knowledge distillation").
 
 The student regresses, for each object, the concatenation of an ImageNet classifier's 1000 pre-softmax
 logits for the middle crop and the detector's 80 COCO class scores (1080 values). Two ImageNet teachers:
@@ -11,11 +11,15 @@ logits for the middle crop and the detector's 80 COCO class scores (1080 values)
 
 Logits are computed once per object and cached per video under
 ``<cache>/<dataset>/teachers/<teacher key>/<detector key>/<split>/<video>.npz`` (``rows`` of the detection
-arrays and their ``logits`` as float16); a later run that needs more rows computes only those.
+arrays and their ``logits`` as float16); a later run that needs more rows computes only those. Concurrent runs
+claim a video's entry (:class:`~ssmtl_core.io.Claim`) while they add to it, so none loses another's rows, and
+:func:`fill_teacher_cache` (``ssmtl detect --teacher NAME [--shard i/n]``) fills the entries of every detection
+of a share of the videos ahead of training and evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +28,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .config import IMAGENET_CLASSES, TEACHERS
 from .data.layouts import Dataset, Video
 from .errors import SSMTLError
-from .io import file_sha256, load_npz, package_versions, save_npz, write_json
+from .io import Claim, file_sha256, load_npz, package_versions, read_json, save_npz, write_json
 from .samples import box_pixels, crop_object
-
-TEACHERS = ("efficientnet_lite0", "resnet50")
 
 
 @dataclass
@@ -66,7 +69,9 @@ class Teacher:
             # compiling takes seconds: worth it from a few hundred crops on
             from .runtime import compile_module
 
-            self._compiled = compile_module(self.model, torch.zeros(1, 3, self.size, self.size), device) or False
+            # fp32: cached targets must not depend on whether this CPU happens to have bf16
+            self._compiled = compile_module(self.model, torch.zeros(1, 3, self.size, self.size), device,
+                                            precision="fp32") or False
         out = []
         for i in range(0, len(crops), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(crops[i:i + batch_size])).to(device)
@@ -77,7 +82,7 @@ class Teacher:
             # channels_last runs the depthwise/pointwise convolutions several times faster on CPUs.
             x = x.contiguous(memory_format=torch.channels_last)
             out.append(self.model(x).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, IMAGENET_CLASSES), np.float32)
 
 
 def load_teacher(name: str, size: int = 224, weights: str | Path | None = None, device: str = "cpu") -> Teacher:
@@ -137,24 +142,58 @@ def _load_state(path: Path) -> dict:
 class TeacherCache:
     """Per-video teacher logits of detected objects, keyed by teacher and detector.
 
+    Each entry remembers which version of its video's detections its rows follow (the detection file's size
+    and time), so re-made detections drop the stale logits; a damaged entry is recomputed; ``meta.json`` is
+    written only when it changes (a complete cache on a read-only disk is read, never written).
+
     Args:
         cache_root: the cache folder.
         dataset: the dataset.
         teacher: the teacher.
-        detections_key: the key of the detection cache whose rows the logits follow.
+        detections: the detection cache whose rows the logits follow (or just its key, without the
+            version check).
     """
 
-    def __init__(self, cache_root: str | Path, dataset: Dataset, teacher: Teacher, detections_key: str):
+    def __init__(self, cache_root: str | Path, dataset: Dataset, teacher: Teacher, detections):
         self.teacher = teacher
-        self.folder = Path(cache_root) / dataset.cache_id / "teachers" / teacher.key / detections_key
+        self.detections = None if isinstance(detections, str) else detections
+        key = detections if isinstance(detections, str) else detections.key
+        self.folder = Path(cache_root) / dataset.cache_id / "teachers" / teacher.key / key
         self.hits = 0
         self.computed = 0
-        write_json(self.folder / "meta.json", {"teacher": teacher.name, "weights": teacher.weights_id,
-                                               "input_size": teacher.size, "detections": detections_key,
-                                               "dataset": dataset.cache_id, "versions": package_versions()})
+        self.meta = {"teacher": teacher.name, "weights": teacher.weights_id, "input_size": teacher.size,
+                     "detections": key, "dataset": dataset.cache_id}
 
     def path(self, video: Video) -> Path:
         return self.folder / video.split / f"{video.name}.npz"
+
+    def _version(self, video: Video) -> str:
+        if self.detections is None:
+            return ""
+        stat = self.detections.path(video).stat()
+        return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+    def _write_meta(self) -> None:
+        file = self.folder / "meta.json"
+        with contextlib.suppress(Exception):
+            if {k: v for k, v in read_json(file).items() if k != "versions"} == self.meta:
+                return
+        write_json(file, {**self.meta, "versions": package_versions()})
+
+    def _cached(self, video: Video) -> tuple[np.ndarray, np.ndarray]:
+        """The rows and logits cached for ``video`` (none when absent, damaged or made for other detections)."""
+        empty = np.zeros(0, np.int64), np.zeros((0, IMAGENET_CLASSES), np.float16)
+        path = self.path(video)
+        if not path.is_file():
+            return empty
+        try:
+            data = load_npz(path)
+            rows, logits = data["rows"], data["logits"]
+        except Exception:  # a damaged file is recomputed
+            return empty
+        if str(data.get("detections_version", np.array(""))) != self._version(video):
+            return empty
+        return rows, logits
 
     def logits(self, video: Video, frames: np.ndarray, frame_index: np.ndarray, boxes: np.ndarray,
                rows: np.ndarray, progress: bool = False) -> np.ndarray:
@@ -163,32 +202,109 @@ class TeacherCache:
         Rows already cached are read back; missing ones are computed and merged into the cache atomically.
         """
         rows = np.asarray(rows, np.int64)
-        cached_rows, cached = np.zeros(0, np.int64), np.zeros((0, 1000), np.float16)
-        path = self.path(video)
-        if path.is_file():
-            data = load_npz(path)
-            cached_rows, cached = data["rows"], data["logits"]
+        cached_rows, cached = self._cached(video)
+        if len(np.setdiff1d(rows, cached_rows)):
+            with Claim(self.path(video)):  # waits while another run adds to this entry, then reads it again
+                cached_rows, cached = self._add(video, frames, frame_index, boxes, rows, progress)
+        else:
+            self.hits += len(rows)
+        position = np.searchsorted(cached_rows, rows)
+        return cached[position].astype(np.float32)
+
+    def _add(self, video: Video, frames: np.ndarray, frame_index: np.ndarray, boxes: np.ndarray, rows: np.ndarray,
+             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Compute the rows not cached yet and merge them into the entry (the caller holds its claim)."""
+        cached_rows, cached = self._cached(video)
         missing = np.setdiff1d(rows, cached_rows)
         self.hits += len(rows) - len(missing)
         if len(missing):
             lookup = {r: i for i, r in enumerate(rows.tolist())}
             take = np.array([lookup[r] for r in missing.tolist()])
-            crops = self._middle_crops(frames, frame_index[take], boxes[take], progress, video.key)
+            crops = middle_crops(frames, frame_index[take], boxes[take], self.teacher.size, progress, video.key)
             new = self.teacher.logits(crops).astype(np.float16)
             self.computed += len(missing)
             all_rows = np.concatenate([cached_rows, missing])
             order = np.argsort(all_rows)
             cached_rows, cached = all_rows[order], np.concatenate([cached, new])[order]
-            save_npz(path, rows=cached_rows, logits=cached)
-        position = np.searchsorted(cached_rows, rows)
-        return cached[position].astype(np.float32)
+            self._write_meta()
+            save_npz(self.path(video), rows=cached_rows, logits=cached,
+                     detections_version=np.array(self._version(video)))
+        return cached_rows, cached
 
-    def _middle_crops(self, frames: np.ndarray, frame_index: np.ndarray, boxes: np.ndarray, progress: bool,
-                      label: str) -> np.ndarray:
-        size = self.teacher.size
-        pixels = box_pixels(boxes, *frames.shape[1:3]).tolist()
-        crops = np.empty((len(frame_index), size, size, 3), np.uint8)
-        for j in tqdm(range(len(frame_index)), disable=not progress, desc=f"teacher crops {label}",
-                      unit="obj", leave=False):
-            crops[j] = crop_object(frames, np.array([frame_index[j]]), None, size, pixels=pixels[j])[0]
-        return crops
+    def complete(self, video: Video, rows: np.ndarray) -> bool:
+        """Whether the logits of all ``rows`` of ``video`` are cached."""
+        return not len(np.setdiff1d(np.asarray(rows, np.int64), self._cached(video)[0]))
+
+
+def fill_teacher_cache(cache_root: str | Path, dataset: Dataset, detections, train_config,
+                       splits: tuple[str, ...] = ("train", "test"), videos: list[str] | None = None,
+                       shard: tuple[int, int] | None = None, weights: str | None = None, progress: bool = True,
+                       log=print) -> TeacherCache:
+    """The teacher logits of every detection of the selected videos (every n-th one from the i-th with
+    ``shard=(i, n)``), cached so that training and evaluation only read them.
+
+    Every detection is a superset of what training (its objects) and evaluation (the class-agnostic test
+    objects) ask for. As with the detections, a video another run is filling is left for last and waited for.
+
+    Args:
+        cache_root: the cache folder.
+        dataset: the dataset.
+        detections: its :class:`~ssmtl_core.detect.DetectionCache` (computed for these videos).
+        train_config: ``profile.train`` (``teacher``, ``teacher_size``).
+        splits, videos, shard: which videos (as ``ssmtl detect``).
+        weights: optional state dict of the teacher.
+        progress: a progress bar.
+        log: where messages go.
+    """
+    from .data.frames import load_frames
+
+    teacher = load_teacher(train_config.teacher, size=train_config.teacher_size, weights=weights)
+    cache = TeacherCache(cache_root, dataset, teacher, detections)
+    selected = [v for split in splits for v in dataset.videos(split) if videos is None or v.name in videos]
+    if shard is not None:
+        selected = selected[shard[0]::shard[1]]
+    frames_dir = Path(cache_root) / dataset.cache_id / "frames"
+
+    def fill(video: Video) -> None:
+        dets = detections.load(video)
+        rows = np.arange(len(dets))
+        if not cache.complete(video, rows):
+            cache._add(video, load_frames(video, frames_dir), dets.frame, dets.boxes, rows)
+
+    waited = []
+    for video in tqdm(selected, desc=f"teacher {teacher.name}", unit="video", disable=not progress):
+        if cache.complete(video, np.arange(len(detections.load(video)))):
+            continue
+        claim = Claim(cache.path(video))
+        if not claim.acquire():  # another run is filling it: the others first
+            waited.append((video, claim))
+            continue
+        try:
+            fill(video)
+        finally:
+            claim.release()
+    for video, claim in waited:
+        with claim:
+            fill(video)
+    log(f"teacher {teacher.key}: {len(selected)} video(s), {cache.computed} objects computed -> {cache.folder}")
+    return cache
+
+
+def middle_crops(frames: np.ndarray, frame_index: np.ndarray, boxes: np.ndarray, size: int,
+                 progress: bool = False, label: str = "") -> np.ndarray:
+    """The teacher's input: each object's box cut from its own (middle) frame and resized to ``size``, RGB.
+
+    Args:
+        frames: (T, H, W, C) uint8 frames of one video.
+        frame_index: (N,) frame of each object.
+        boxes: (N, 4) boxes.
+        size: the teacher's input side.
+        progress: a progress bar.
+        label: its caption.
+    """
+    pixels = box_pixels(boxes, *frames.shape[1:3]).tolist()
+    crops = np.empty((len(frame_index), size, size, 3), np.uint8)
+    for j in tqdm(range(len(frame_index)), disable=not progress, desc=f"teacher crops {label}", unit="obj",
+                  leave=False):
+        crops[j] = crop_object(frames, np.array([frame_index[j]]), None, size, pixels=pixels[j])[0]
+    return crops

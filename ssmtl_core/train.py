@@ -1,23 +1,32 @@
-"""Joint training of the four proxy tasks (SPEC 3.3-3.5, paper Sec. 3.2 "Joint learning").
+"""Joint training of the four proxy tasks (paper Sec. 3.2-3.3; ``docs/method.md``, "Training").
 
-``L = L_aot + L_irr + L_mid + lambda * L_kd`` with cross-entropy for the two binary tasks and mean
-absolute error for the middle-box reconstruction and the distillation; Adam, lr 1e-3, batch 64. Per video,
-the first 85% of the samples (in time) train and the last 15% validate; the checkpoint with the lowest
-validation loss is kept. Any subset of the tasks can be trained (the paper's ablation).
+``L = L_aot + L_irr + L_mid + lambda * L_kd`` with cross-entropy for the two binary tasks and mean absolute
+error for the middle-box reconstruction and the distillation; Adam, lr 1e-3, batch 64. Per video, the first
+85% of the samples (in time) train and the last 15% validate; the checkpoint with the lowest validation loss
+is kept. Any subset of the tasks can be trained (the paper's ablation).
 
 One encoder pass serves the arrow-of-time and distillation heads (the distillation target does not depend
 on the direction), one the irregularity head, one the middle-box decoder; the first two share a single call
 to the encoder.
 
-Runs resume: ``last.pt`` is written every few minutes and at the end of each epoch; every batch draws its
-order, reversals and gaps from ``(seed, epoch, batch)``, so an interrupted run that resumes makes exactly
-the draws an uninterrupted one would. On CPU the same seed gives the same losses.
+The caller prepares the data (:func:`ssmtl_core.training_data.prepare_training_data`) and hands it to
+:func:`train`, which only trains: it knows nothing of detectors, teachers or caches. Runs resume: ``last.pt``
+is written every few minutes, at the end of each epoch and on Ctrl-C; every batch draws its order,
+reversals and gaps from ``(seed, epoch, batch)``, so an interrupted run that resumes makes exactly the draws
+an uninterrupted one would. On a CPU, in fp32, the same seed gives the same losses.
+
+Under torchrun the same :func:`train` runs in every process and trains one model with DistributedDataParallel:
+each rank takes its own part of every step's objects, rank 0 alone writes files and logs, and BatchNorm stays
+per process (:mod:`ssmtl_core.distributed` says how and why). With one process it does what it always did.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,145 +36,79 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Profile
-from .data.frames import load_frames
-from .data.layouts import Dataset
-from .detect import detect_dataset
+from .distributed import RANK_SEED_STRIDE, World, join
 from .errors import SSMTLError
-from .io import atomic_path, package_versions, write_json
-from .model import SSMTLModel
-from .samples import (
-    Batch,
-    ObjectIndex,
-    SequenceSampler,
-    objects_from_detections,
-    require_objects,
-    split_train_val,
-)
-from .teachers import TeacherCache, load_teacher
+from .io import atomic_path, package_versions, read_json, stable_hash, write_json
+from .model import SSMTLModel, as_input
+from .samples import Batch, SequenceSampler, prefetch
+from .training_data import TrainingData
 
-CHECKPOINT_KIND = "ssmtl-checkpoint"
 VAL_EPOCH = 999_983  # the "epoch" whose draws validation uses, the same at every epoch
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SSMTLError("device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto.")
-    return torch.device(name)
+# -- the joint loss ------------------------------------------------------------------------------
 
 
 @dataclass
-class TrainingData:
-    """Everything training needs, built once from the caches (and reusable across runs of one profile).
+class DistillationTargets:
+    """The distillation targets of all objects, with the parts that count for each.
 
     Attributes:
-        frames: decoded frames of each training video.
-        objects: all training objects.
-        kd_targets: (N, kd_dim) float32 distillation targets, or None when distillation is off.
-        kd_layout: lengths of the two parts of the target: ``{"logits": 1000|0, "class_scores": 80|0}``.
-        train_index, val_index: the 85/15 split (indices into ``objects``).
-        caches: keys of the dataset, detection and teacher caches used.
+        values: (N, D) float32: the teacher's logits, then the detector's class scores.
+        has_classes: (N,) bool, False where the class-score part is not a target (class-agnostic objects);
+            None when it counts for every object.
+        logits: how many leading values are teacher logits.
+        balance: weigh the two parts equally (the mean error of each, averaged) instead of every value
+            equally (the paper's plain L1, in which 1000 logits outweigh 80 class scores).
     """
 
-    frames: list[np.ndarray]
-    objects: ObjectIndex
-    kd_targets: np.ndarray | None
-    kd_layout: dict
-    train_index: np.ndarray
-    val_index: np.ndarray
-    caches: dict
+    values: np.ndarray
+    has_classes: np.ndarray | None = None
+    logits: int = 0
+    balance: bool = False
 
-    @property
-    def kd_dim(self) -> int:
-        return 0 if self.kd_targets is None else self.kd_targets.shape[1]
+    @classmethod
+    def from_data(cls, data: TrainingData, balance: bool = False) -> DistillationTargets | None:
+        if data.kd_targets is None:
+            return None
+        return cls(data.kd_targets, data.kd_has_classes, int(data.kd_layout.get("logits", 0)), balance)
 
-
-def prepare_training_data(dataset: Dataset, profile: Profile, cache_root: str | Path, progress: bool = True,
-                          log=print, teacher_weights: str | None = None) -> TrainingData:
-    """Detections (cached), decoded frames, training objects, teacher targets (cached) and the split.
-
-    Args:
-        dataset: the dataset (its ``train`` videos are used).
-        profile: settings.
-        cache_root: the cache folder.
-        progress: progress bars.
-        log: where messages go.
-        teacher_weights: optional state dict for the ImageNet teacher.
-    """
-    sample, train = profile.sample, profile.train
-    detections = detect_dataset(dataset, profile.detect, cache_root, splits=("train",), progress=progress,
-                                log=log)
-    videos = dataset.train
-    per_video = [detections.load(v) for v in videos]
-    objects = objects_from_detections(per_video, [v.num_frames for v in videos], sample, training=True)
-    require_objects(objects, f"training ({detections.key}, {dataset.root})",
-                    "The detector found nothing usable: lower detect.conf, check --weights, or use --detector "
-                    "motion (a COCO detector does not see the synthetic sprites).")
-    if sample.max_train_objects and len(objects) > sample.max_train_objects:
-        # An even spread over time keeps every video and the 85/15 cut meaningful.
-        keep = np.unique(np.linspace(0, len(objects) - 1, sample.max_train_objects).astype(int))
-        objects = objects.subset(keep)
-    frames_dir = Path(cache_root) / dataset.cache_id / "frames"
-    frames = [load_frames(v, frames_dir) for v in
-              tqdm(videos, desc="decode frames", unit="video", disable=not progress, leave=False)]
-
-    kd_targets, layout, teacher_key = None, {"logits": 0, "class_scores": 0}, None
-    if "kd" in train.tasks:
-        parts = []
-        if train.teacher != "none":
-            teacher = load_teacher(train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
-            teacher_cache = TeacherCache(cache_root, dataset, teacher, detections.key)
-            logits = np.zeros((len(objects), 1000), np.float32)
-            for v, video in enumerate(tqdm(videos, desc=f"teacher {teacher.name}", unit="video",
-                                           disable=not progress, leave=False)):
-                rows = np.flatnonzero(objects.video == v)
-                if len(rows):
-                    logits[rows] = teacher_cache.logits(video, frames[v], objects.frame[rows], objects.boxes[rows],
-                                                        objects.row[rows])
-            log(f"teacher {teacher.key}: {teacher_cache.hits} objects from cache, {teacher_cache.computed} computed")
-            parts.append(logits)
-            layout["logits"] = 1000
-            teacher_key = teacher.key
-        if per_video and per_video[0].class_scores.shape[1] > 0:
-            class_scores = np.concatenate([per_video[v].class_scores[objects.row[objects.video == v]]
-                                           for v in range(len(videos))]).astype(np.float32)
-            # ObjectIndex is ordered by video, so the concatenation lines up with ``objects``.
-            parts.append(class_scores)
-            layout["class_scores"] = class_scores.shape[1]
-        if not parts:
-            raise SSMTLError("the distillation task has no target: the detector has no classes and the teacher is "
-                             "'none'. Use --teacher efficientnet_lite0, a COCO detector, or drop kd from --tasks.")
-        kd_targets = np.concatenate(parts, axis=1)
-    train_index, val_index = split_train_val(objects, train.val_fraction)
-    caches = {"dataset": dataset.cache_id, "detections": detections.key, "teacher": teacher_key}
-    return TrainingData(frames, objects, kd_targets, layout, train_index, val_index, caches)
+    def loss(self, prediction: torch.Tensor, index: np.ndarray) -> torch.Tensor:
+        """Mean absolute error over the target values that count (all of them: the paper's L1)."""
+        target = torch.from_numpy(self.values[index]).to(prediction.device)
+        two_parts = 0 < self.logits < target.shape[1]
+        if not (self.balance and two_parts) and (self.has_classes is None or self.has_classes[index].all()):
+            return F.l1_loss(prediction, target)
+        weight = torch.ones_like(target)
+        if self.balance and two_parts:  # each part's values share a weight of 1
+            weight[:, :self.logits] = 1.0 / self.logits
+            weight[:, self.logits:] = 1.0 / (target.shape[1] - self.logits)
+        if self.has_classes is not None:
+            weight[torch.from_numpy(~self.has_classes[index]).to(prediction.device), self.logits:] = 0.0
+        return ((prediction - target).abs() * weight).sum(1).div(weight.sum(1)).mean()
 
 
-# -- one step ------------------------------------------------------------------------------------
-
-
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(N, T, S, S, C) uint8 -> (N, 3, T, S, S) float in [0, 1] on ``device`` (grey expanded to RGB)."""
-    x = torch.from_numpy(array).to(device, non_blocking=True)
-    x = x.permute(0, 4, 1, 2, 3).float().div_(255.0)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1, -1)
-    # channels_last_3d makes oneDNN's 3D convolutions several times faster on CPUs.
-    return x.contiguous(memory_format=torch.channels_last_3d)
-
-
-def task_losses(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...], kd_targets: np.ndarray | None,
-                device: torch.device) -> dict[str, torch.Tensor]:
-    """The loss of every trained task on one batch (SPEC 3.3).
+def task_losses(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...],
+                kd_targets: np.ndarray | DistillationTargets | None, device: torch.device
+                ) -> dict[str, torch.Tensor]:
+    """The loss of every trained task on one batch (paper Sec. 3.2; ``docs/method.md``, "Proxy tasks").
 
     The arrow-of-time input is the consecutive sequence reversed where ``aot_label`` is 1; the distillation
     head reads the same encoder features; the irregularity input is the intermittent sequence where
     ``irr_label`` is 1; the middle-box input drops the middle frame, which is the target.
+
+    Args:
+        model: the network.
+        batch: uint8 crops and labels from :class:`~ssmtl_core.samples.SequenceSampler`.
+        tasks: the tasks to compute.
+        kd_targets: the distillation targets of all objects (an array, or :class:`DistillationTargets`).
+        device: where to compute.
     """
-    consecutive = _to_device(batch.consecutive, device)
+    if kd_targets is not None and not isinstance(kd_targets, DistillationTargets):
+        kd_targets = DistillationTargets(np.asarray(kd_targets, np.float32))
+    consecutive = as_input(batch.consecutive, device)
     t = consecutive.shape[2] // 2
     losses: dict[str, torch.Tensor] = {}
     inputs, heads = [], []
@@ -175,7 +118,7 @@ def task_losses(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...], kd_targ
         inputs.append(torch.where(reverse, consecutive.flip(2), consecutive))
         heads.append("aot")
     if "irr" in tasks:
-        intermittent = _to_device(batch.intermittent, device)
+        intermittent = as_input(batch.intermittent, device)
         irr_label = torch.from_numpy(batch.irr_label).to(device)
         inputs.append(torch.where(irr_label.view(-1, 1, 1, 1, 1).bool(), intermittent, consecutive))
         heads.append("irr")
@@ -185,8 +128,7 @@ def task_losses(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...], kd_targ
         if "aot" in tasks:
             losses["aot"] = F.cross_entropy(model.aot_head(chunks["aot"]).float(), label)
         if "kd" in tasks:
-            target = torch.from_numpy(kd_targets[batch.index]).to(device)
-            losses["kd"] = F.l1_loss(model.kd_head(chunks["aot"]).float(), target)
+            losses["kd"] = kd_targets.loss(model.kd_head(chunks["aot"]).float(), batch.index)
         if "irr" in tasks:
             losses["irr"] = F.cross_entropy(model.irr_head(chunks["irr"]).float(), irr_label)
     if "mid" in tasks:
@@ -196,6 +138,11 @@ def task_losses(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...], kd_targ
     return losses
 
 
+def weighted_total(losses: dict, kd_weight: float):
+    """``L_aot + L_irr + L_mid + lambda * L_kd`` over the tasks present (tensors or floats alike)."""
+    return sum(value * (kd_weight if task == "kd" else 1.0) for task, value in losses.items())
+
+
 def backward_groups(tasks: tuple[str, ...]) -> list[tuple[str, ...]]:
     """The trained tasks grouped by encoder pass: arrow of time, irregularity and distillation share one pass
     (:func:`task_losses`), middle-box prediction has its own."""
@@ -203,254 +150,406 @@ def backward_groups(tasks: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [group for group in (sequence, ("mid",) if "mid" in tasks else ()) if group]
 
 
-def total_loss(losses: dict[str, torch.Tensor], kd_weight: float) -> torch.Tensor:
-    """``L_aot + L_irr + L_mid + lambda * L_kd`` over the trained tasks."""
-    return sum(loss * (kd_weight if task == "kd" else 1.0) for task, loss in losses.items())
-
-
-# -- the loop ------------------------------------------------------------------------------------
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a precision: ``bf16`` on CUDA or a CPU, nothing for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def training_step(model: SSMTLModel, optimizer: torch.optim.Optimizer, batch: Batch, tasks: tuple[str, ...],
-                  kd_targets: np.ndarray | None, kd_weight: float, device: torch.device,
-                  amp: bool = False) -> dict[str, torch.Tensor]:
-    """One optimisation step on ``L_aot + L_irr + L_mid + lambda * L_kd`` (SPEC 3.3); returns the detached losses.
+                  kd_targets, kd_weight: float, device: torch.device, precision: str = "fp32",
+                  forward=None) -> dict[str, torch.Tensor]:
+    """One optimisation step on the joint loss; returns the detached losses.
 
     One backward per encoder pass (:func:`backward_groups`): the gradients add up to those of the summed
     loss, but the first pass's activations are freed before the middle-box pass runs (deep_wide at batch 64:
-    peak RSS 6.1 -> 4.6 GB on a CPU).
+    peak RSS 6.1 -> 4.6 GB on a CPU). ``forward(batch, tasks)``, when given, computes the losses instead of
+    :func:`task_losses` (the DistributedDataParallel one of :meth:`ssmtl_core.distributed.World.wrap`).
     """
     optimizer.zero_grad(set_to_none=True)
     losses: dict[str, torch.Tensor] = {}
     for group in backward_groups(tasks):
-        with _autocast(device, amp):
-            part = task_losses(model, batch, group, kd_targets, device)
-            part_loss = total_loss(part, kd_weight)
+        with autocast(device, precision):
+            part = forward(batch, group) if forward else task_losses(model, batch, group, kd_targets, device)
+            part_loss = weighted_total(part, kd_weight)
         part_loss.backward()
         losses.update({task: value.detach() for task, value in part.items()})
     optimizer.step()
     return losses
 
 
-def _batch_seed(seed: int, epoch: int, batch: int) -> np.random.Generator:
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    from .io import machine_info
+
+    return bool({"avx512_bf16", "amx_bf16"} & set(machine_info().get("cpu_flags", [])))
+
+
+def choose_precision(model: SSMTLModel, batch: Batch, profile: Profile, kd_targets, device: torch.device,
+                     trials: int = 3, memory: Path | None = None) -> tuple[str, dict]:
+    """The precision training runs in, and why (``train.precision``; ``docs/method.md``, "Training").
+
+    ``auto``: bf16 on CUDA; on a CPU with native bf16, ``trials`` timed steps of each of fp32 and bf16 on a
+    throw-away copy of the model (after one warm-up step each), keeping the faster; fp32 on other CPUs, where
+    bf16 is emulated. The copy keeps the real run's weights and random draws untouched. A timed choice is
+    remembered in ``memory`` (a JSON file, per CPU, model and batch shape), so later runs on the same machine
+    make the same choice instead of a new one that the load of the moment could tip.
+
+    Returns:
+        ``(precision, info)``: ``"fp32"`` or ``"bf16"``, and the seconds per step of each timed candidate.
+    """
+    cfg = profile.train
+    if not cfg.amp or cfg.precision == "fp32":
+        return "fp32", {"reason": "asked for"}
+    if cfg.precision == "bf16":
+        return "bf16", {"reason": "asked for"}
+    if cfg.precision != "auto":
+        raise SSMTLError(f"train.precision must be auto, fp32 or bf16, not {cfg.precision!r}.")
+    if device.type == "cuda":
+        return ("bf16", {"reason": "CUDA"}) if torch.cuda.is_bf16_supported() else ("fp32", {"reason": "CUDA"})
+    if not native_bf16():
+        return "fp32", {"reason": "this CPU has no native bf16 (no AVX512-BF16 or AMX)"}
+    from .io import machine_info
+
+    key = stable_hash([machine_info().get("cpu"), model.config(), cfg.tasks, cfg.batch_size, torch.__version__], 16)
+    remembered = _remembered(memory).get(key)
+    if remembered:
+        return remembered["precision"], {**remembered, "reason": f"timed earlier on this machine ({memory})"}
+    seconds = {}
+    state = torch.random.get_rng_state()
+    for precision in ("fp32", "bf16"):
+        trial = copy.deepcopy(model).train()
+        optimizer = torch.optim.Adam(trial.parameters(), lr=cfg.lr)
+        for step in range(trials + 1):
+            if step == 1:
+                start = time.perf_counter()
+            training_step(trial, optimizer, batch, cfg.tasks, kd_targets, cfg.kd_weight, device, precision)
+        seconds[precision] = round((time.perf_counter() - start) / trials, 4)
+    torch.random.set_rng_state(state)
+    choice = min(seconds, key=seconds.get)
+    if memory is not None:
+        with contextlib.suppress(OSError):  # a read-only cache only loses the memory
+            write_json(memory, {**_remembered(memory), key: {"precision": choice, "seconds_per_step": seconds}})
+    return choice, {"reason": "timed", "seconds_per_step": seconds}
+
+
+def _remembered(memory: Path | None) -> dict:
+    with contextlib.suppress(Exception):
+        return read_json(memory) if memory is not None and memory.is_file() else {}
+    return {}
+
+
+# -- draws ---------------------------------------------------------------------------------------
+
+
+def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
+    """The generator of one batch's reversals and gaps: a function of (seed, epoch, batch) alone."""
     return np.random.default_rng([seed, epoch, batch])
 
 
-def _order(seed: int, epoch: int, index: np.ndarray) -> np.ndarray:
+def epoch_order(seed: int, epoch: int, index: np.ndarray) -> np.ndarray:
+    """The shuffled order of the training objects in one epoch."""
     return np.random.default_rng([seed, epoch, 1 << 20]).permutation(index)
 
 
-def _batches(sampler: SequenceSampler, order: np.ndarray, batch_size: int, seed: int, epoch: int, start: int):
-    """Batches ``start..`` of an epoch, prepared one ahead in a background thread."""
-    from .samples import _prefetch
-
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return _prefetch((sampler.make_batch(chunks[b], _batch_seed(seed, epoch, b)) for b in range(start, len(chunks))),
-                     2)
+def epoch_batches(sampler: SequenceSampler, order: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  start: int = 0, world: World = World()) -> Iterator[Batch]:
+    """Batches ``start..`` of an epoch (this rank's, :func:`ssmtl_core.distributed.epoch_shard`), prepared one
+    ahead in a background thread."""
+    return _prepared(sampler, world.shard(order, batch_size)[start:], seed, epoch)
 
 
-def _evaluate(model: SSMTLModel, sampler: SequenceSampler, index: np.ndarray, profile: Profile,
-              kd_targets: np.ndarray | None, device: torch.device, amp: bool) -> dict[str, float]:
-    """Mean validation losses; the draws are fixed (seed, VAL_EPOCH, b) so epochs compare on equal terms."""
+def _prepared(sampler: SequenceSampler, chunks: list[tuple[int, np.ndarray]], seed: int, epoch: int
+              ) -> Iterator[Batch]:
+    """The batches of numbered chunks of objects, each drawn from ``(seed, epoch, number)``, prepared ahead."""
+    return prefetch((sampler.make_batch(chunk, batch_rng(seed, epoch, b)) for b, chunk in chunks), 2)
+
+
+def validation_losses(model: SSMTLModel, sampler: SequenceSampler, index: np.ndarray, profile: Profile,
+                      kd_targets, device: torch.device, precision: str = "fp32", world: World = World()
+                      ) -> dict[str, float]:
+    """Mean validation losses; the draws are fixed (seed, VAL_EPOCH, b) so epochs compare on equal terms.
+    Several processes share the batches and add up their sums (the same losses, up to rounding)."""
     model.eval()
     sums: dict[str, float] = {}
     count = 0
-    with torch.no_grad(), _autocast(device, amp):
-        for batch in _batches(sampler, np.sort(index), profile.train.batch_size, profile.train.seed, VAL_EPOCH, 0):
+    with torch.no_grad(), autocast(device, precision):
+        for batch in _prepared(sampler, world.deal(np.sort(index), profile.train.batch_size), profile.train.seed,
+                               VAL_EPOCH):
             losses = task_losses(model, batch, profile.train.tasks, kd_targets, device)
             n = len(batch.index)
             for task, value in losses.items():
                 sums[task] = sums.get(task, 0.0) + value.item() * n
             count += n
     model.train()
+    if world.size > 1:
+        tasks = list(profile.train.tasks)
+        *totals, count = world.sum([sums.get(task, 0.0) for task in tasks] + [count])
+        sums = dict(zip(tasks, totals))
     means = {task: value / max(count, 1) for task, value in sums.items()}
-    means["total"] = sum(v * (profile.train.kd_weight if k == "kd" else 1.0) for k, v in means.items())
+    means["total"] = weighted_total(means, profile.train.kd_weight)
     return means
 
 
-def _autocast(device: torch.device, amp: bool):
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def save_checkpoint(path: Path, model: SSMTLModel, optimizer, epoch: int, step: int, profile: Profile,
-                    data: TrainingData, extra: dict) -> None:
-    """Model, optimizer, epoch and config, and the cache keys the run used; written atomically."""
-    state = {"kind": CHECKPOINT_KIND, "version": 1, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "model_config": model.config(),
-             "profile": profile.to_dict(), "caches": data.caches, "kd_layout": data.kd_layout,
-             "versions": package_versions(), **extra}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`train`, with a clear error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise SSMTLError(f"checkpoint not found: {path}. Train a model first (ssmtl train ... --out DIR) and pass "
-                         "DIR/best.pt.")
+@contextlib.contextmanager
+def thread_settings(num_threads: int):
+    """Torch's and OpenCV's thread counts for the duration of training, restored afterwards (a notebook
+    kernel keeps its own settings). OpenCV gets one thread: crops run in the sampler's own two threads."""
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # pickle/zip errors of damaged or foreign files
-        raise SSMTLError(f"cannot read checkpoint {path} ({type(exc).__name__}): it is damaged or not a "
-                         "PyTorch file. Pass the best.pt written by ssmtl train.") from None
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise SSMTLError(f"{path} is not an SSMTL checkpoint (no 'kind: {CHECKPOINT_KIND}'); pass the best.pt "
-                         "written by ssmtl train.")
-    return state
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        cv2.setNumThreads(1)
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(cv2_threads)
 
 
-def model_from_checkpoint(state: dict, device: str | torch.device = "cpu") -> SSMTLModel:
-    """Rebuild the trained model of a checkpoint, in eval mode."""
-    config = state["model_config"]
-    model = SSMTLModel(config["arch"], config["kd_dim"], config.get("dropout", 0.3), config["crop_size"])
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def resume_key(settings: dict) -> str:
+    """What must match for a run to resume: everything but the epoch count and where and how fast it runs."""
+    settings = copy.deepcopy(settings)
+    for name in ("epochs", "device", "num_threads", "amp", "precision", "budget_minutes"):
+        settings.get("profile", {}).get("train", {}).pop(name, None)
+    return stable_hash(settings, 16)
+
+
+@dataclass
+class _RunState:
+    """What changes as a run goes: where it is, its history and the best validation loss so far."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list | None = None
+    best: float = float("inf")
+    epoch_sums: dict | None = None
+    epoch_seen: int = 0
+    seconds: float = 0.0  # training time of the whole run so far, resumed sessions included
+    finished: bool = False  # the time budget ended the run before cfg.epochs
+
+
+def _resume(out: Path, model: SSMTLModel, optimizer, settings: dict, device: torch.device, world: World
+            ) -> _RunState:
+    """The state of ``out/last.pt`` loaded into ``model`` and ``optimizer``, or a fresh state."""
+    last = out / "last.pt"
+    if not last.is_file():
+        return _RunState(history=[])
+    state = load_checkpoint(last, device)
+    if resume_key(state.get("settings", {})) != resume_key(settings):
+        raise SSMTLError(f"{out} holds a run with other settings (see {out / 'run.json'}). Use another --out, "
+                         "or delete the folder to start over.")
+    processes = int(state.get("processes", 1))
+    if state["step"] and processes != world.size:  # a step of N processes covers N batches
+        raise SSMTLError(f"{out} was interrupted mid-epoch while training with {processes} process(es); resume it "
+                         f"with {processes} (torchrun --nproc_per_node {processes}, or --procs {processes}), not "
+                         f"{world.size}.")
     model.load_state_dict(state["model"])
-    return model.to(device).eval()
+    optimizer.load_state_dict(state["optimizer"])
+    return _RunState(state["epoch"], state["step"], list(state.get("history", [])),
+                     state.get("best_val_loss", float("inf")), dict(state.get("epoch_sums", {})),
+                     int(state.get("epoch_seen", 0)), float(state.get("train_seconds", 0.0)),
+                     bool(state.get("budget_finished", False)))
 
 
-def train(dataset: Dataset, profile: Profile, cache_root: str | Path, out_dir: str | Path,
-          data: TrainingData | None = None, progress: bool = True, log=print,
-          teacher_weights: str | None = None, checkpoint_minutes: float = 5.0,
-          stop_after_steps: int | None = None) -> dict:
-    """Train (or resume training) the SSMTL model of ``profile`` and return a summary.
+def train(data: TrainingData, profile: Profile, out_dir: str | Path, progress: bool = True, log=print,
+          checkpoint_minutes: float = 5.0, stop_after_steps: int | None = None) -> dict:
+    """Train (or resume training) the SSMTL model of ``profile`` on prepared data; return a summary.
 
-    Writes ``best.pt`` (lowest validation loss), ``last.pt`` (resume point), ``history.csv`` and
-    ``history.json`` (per-epoch losses of every task, train and validation) and ``run.json`` into ``out_dir``.
+    Writes ``best.pt`` (lowest validation loss, with the validation scores that calibrate it), ``last.pt``
+    (resume point), ``history.csv`` / ``history.json`` (per-epoch losses of every task, train and
+    validation), ``run.json`` and ``train_summary.json`` into ``out_dir``.
 
     Args:
-        dataset: the dataset.
+        data: from :func:`ssmtl_core.training_data.prepare_training_data`.
         profile: settings (``profile.train`` above all).
-        cache_root: the cache folder.
         out_dir: the run folder.
-        data: prepared training data (built when None).
         progress: progress bars.
         log: where messages go.
-        teacher_weights: optional state dict of the ImageNet teacher.
         checkpoint_minutes: wall time between mid-epoch resume points.
         stop_after_steps: stop (as if interrupted) after this many optimisation steps; for tests.
+
+    Under torchrun (:mod:`ssmtl_core.distributed`) every process calls this with the same arguments; rank 0
+    writes the files and logs, and every rank returns the summary.
     """
     cfg = profile.train
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    cv2.setNumThreads(1)  # crops run in our own two threads; OpenCV's pool would oversubscribe the cores
-    if data is None:
-        data = prepare_training_data(dataset, profile, cache_root, progress=progress, log=log,
-                                     teacher_weights=teacher_weights)
+    world = join(cfg.device)
+    device = world.device(cfg.device)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+    else:  # the other ranks train silently
+        progress, log = False, _silent
     if len(data.train_index) == 0:
         raise SSMTLError("no training samples after the 85/15 split; use more videos or a smaller frame stride.")
-    sampler = SequenceSampler(data.frames, data.objects, profile.sample, cfg.tasks, seed=cfg.seed)
+    with thread_settings(cfg.num_threads):
+        return _train(data, profile, out, device, progress, log, checkpoint_minutes, stop_after_steps, world)
 
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
+
+
+def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device, progress: bool, log,
+           checkpoint_minutes: float, stop_after_steps: int | None, world: World) -> dict:
+    cfg = profile.train
+    sampler = SequenceSampler(data.frames, data.objects, profile.sample, cfg.tasks, seed=cfg.seed)
+    kd_targets = DistillationTargets.from_data(data, cfg.kd_balance)
     torch.manual_seed(cfg.seed)
-    model = SSMTLModel(cfg.arch, data.kd_dim, cfg.dropout, profile.sample.crop_size).to(device)
+    model = SSMTLModel(cfg.arch, data.kd_dim, cfg.dropout, profile.sample.crop_size,
+                       data.kd_probabilities).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     settings = {"profile": profile.to_dict(), "caches": data.caches}
+    run = _resume(out, model, optimizer, settings, device, world)
+    if (run.epoch >= cfg.epochs or run.finished) and (out / "train_summary.json").is_file():
+        log(f"{out} is already trained ({run.epoch} epochs); nothing to do (raise --epochs to train on).")
+        return read_json(out / "train_summary.json")
+    if run.epoch or run.step:
+        log(f"resuming {out} at epoch {run.epoch + 1}, step {run.step}")
+    trial_batch = sampler.make_batch(np.sort(data.train_index)[:cfg.batch_size],
+                                     batch_rng(cfg.seed, VAL_EPOCH + 1, 0))
+    memory = Path(data.cache_root) / "precision.json" if data.cache_root else None
+    # Rank 0 chooses (a timed choice could differ between processes) and the others follow.
+    precision, precision_info = world.share(
+        choose_precision(model, trial_batch, profile, kd_targets, device, memory=memory) if world.main else None)
+    log(f"training precision: {precision} ({precision_info.get('reason')}"
+        + (f": {precision_info['seconds_per_step']} s/step" if "seconds_per_step" in precision_info else "") + ")")
+    if world.main:
+        write_json(out / "run.json", {"settings": settings, "dataset": data.dataset, "device": str(device),
+                                      "processes": world.size, "precision": precision,
+                                      "precision_choice": precision_info, "cache_root": data.cache_root,
+                                      "train_objects": int(len(data.train_index)),
+                                      "val_objects": int(len(data.val_index)), "versions": package_versions()})
+    records = {"caches": data.caches, "kd_layout": data.kd_layout, "settings": settings, "precision": precision,
+               "processes": world.size}
+    forward = world.wrap(model, lambda net, batch, tasks: task_losses(net, batch, tasks, kd_targets, device))
 
-    start_epoch, start_step, history, best = 0, 0, [], float("inf")
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if last_path.is_file():
-        state = load_checkpoint(last_path, device)
-        if _resume_key(state.get("settings", {})) != _resume_key(settings):
-            raise SSMTLError(f"{out} holds a run with other settings (see {out / 'run.json'}). Use another --out, "
-                             "or delete the folder to start over.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, start_step = state["epoch"], state["step"]
-        history, best = state.get("history", []), state.get("best_val_loss", float("inf"))
-        log(f"resuming {out} at epoch {start_epoch + 1}, step {start_step}")
+    def save(path: Path, **extra) -> None:
+        if not world.main:
+            return
+        save_checkpoint(path, model, optimizer, run.epoch, run.step, profile.to_dict(), **records,
+                        history=run.history, best_val_loss=run.best,
+                        train_seconds=run.seconds + time.perf_counter() - session_start,
+                        budget_finished=run.finished, **extra)
 
-    write_json(out / "run.json", {"settings": settings, "dataset": dataset.summary(), "device": str(device),
-                                  "cache_root": str(Path(cache_root).resolve()),
-                                  "train_objects": int(len(data.train_index)), "val_objects": int(len(data.val_index)),
-                                  "versions": package_versions()})
-    steps_per_epoch = int(np.ceil(len(data.train_index) / cfg.batch_size))
-    steps_done = 0
+    started, trained, steps = time.perf_counter(), 0, 0
+    session_start, session_seconds = started, run.seconds
     last_save = time.monotonic()
-    started = time.perf_counter()
-    trained_objects = 0
-    for epoch in range(start_epoch, cfg.epochs):
+    steps_per_epoch = world.steps(len(data.train_index), cfg.batch_size)
+    while run.epoch < cfg.epochs and not run.finished:
+        epoch_start = time.perf_counter()
         model.train()
-        order = _order(cfg.seed, epoch, data.train_index)
-        first = start_step if epoch == start_epoch else 0
-        sums: dict[str, float] = {}
-        seen = 0
-        # Partial sums of an epoch interrupted mid-way come back from the checkpoint.
-        if first and last_path.is_file():
-            sums, seen = dict(state.get("epoch_sums", {})), int(state.get("epoch_seen", 0))
-        bar = tqdm(total=steps_per_epoch, initial=first, disable=not progress, unit="step",
-                   desc=f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for b, batch in enumerate(_batches(sampler, order, cfg.batch_size, cfg.seed, epoch, first), start=first):
-            torch.manual_seed(cfg.seed * 1_000_003 + epoch * 10_007 + b)  # dropout draws depend on the step only
-            losses = training_step(model, optimizer, batch, cfg.tasks, data.kd_targets, cfg.kd_weight, device,
-                                   cfg.amp)
-            loss = total_loss(losses, cfg.kd_weight)
-            n = len(batch.index)
-            for task, value in losses.items():
-                sums[task] = sums.get(task, 0.0) + value.item() * n
-            seen += n
-            trained_objects += n
-            steps_done += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            interrupted = stop_after_steps is not None and steps_done >= stop_after_steps
-            if interrupted or time.monotonic() - last_save > checkpoint_minutes * 60:
-                save_checkpoint(last_path, model, optimizer, epoch, b + 1, profile, data,
-                                {"history": history, "best_val_loss": best, "settings": settings,
-                                 "epoch_sums": sums, "epoch_seen": seen})
-                last_save = time.monotonic()
-            if interrupted:
-                bar.close()
-                log(f"stopped after {steps_done} steps (epoch {epoch + 1}, step {b + 1}); rerun to resume")
-                return {"interrupted": True, "epoch": epoch, "step": b + 1}
-        bar.close()
-        train_losses = {task: value / max(seen, 1) for task, value in sums.items()}
-        train_losses["total"] = sum(v * (cfg.kd_weight if k == "kd" else 1.0) for k, v in train_losses.items())
-        val_losses = (_evaluate(model, sampler, data.val_index, profile, data.kd_targets, device, cfg.amp)
-                      if len(data.val_index) else dict(train_losses))
-        improved = val_losses["total"] < best
-        record = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_losses.items()},
-                  **{f"val_{k}": v for k, v in val_losses.items()}, "best": improved}
-        history.append(record)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: train {train_losses['total']:.4f} val {val_losses['total']:.4f}"
-            + (" (best)" if improved else ""))
-        extra = {"history": history, "settings": settings, "val_losses": val_losses}
-        if improved:
-            best = val_losses["total"]
-            save_checkpoint(best_path, model, optimizer, epoch + 1, 0, profile, data,
-                            {**extra, "best_val_loss": best})
-        save_checkpoint(last_path, model, optimizer, epoch + 1, 0, profile, data, {**extra, "best_val_loss": best})
+        sums, seen = (run.epoch_sums or {}, run.epoch_seen) if run.step else ({}, 0)
+        bar = tqdm(total=steps_per_epoch, initial=run.step, disable=not progress, unit="step",
+                   desc=f"{cfg.arch} epoch {run.epoch + 1}/{cfg.epochs}", leave=False)
+        batches = epoch_batches(sampler, epoch_order(cfg.seed, run.epoch, data.train_index), cfg.batch_size,
+                                cfg.seed, run.epoch, run.step, world)
+        try:
+            for batch in batches:
+                # Dropout draws depend on the step (and rank) alone, so a resumed run draws what an
+                # uninterrupted one would.
+                torch.manual_seed(cfg.seed * 1_000_003 + run.epoch * 10_007 + run.step
+                                  + world.rank * RANK_SEED_STRIDE)
+                losses = training_step(model, optimizer, batch, cfg.tasks, kd_targets, cfg.kd_weight, device,
+                                       precision, forward)
+                n = len(batch.index)
+                step_sums = [value.item() * n for value in losses.values()]
+                if world.size > 1:  # every rank keeps the sums of all ranks (so does the checkpoint)
+                    *step_sums, n = world.sum([*step_sums, n])
+                    n = int(n)
+                for task, value in zip(losses, step_sums):
+                    sums[task] = sums.get(task, 0.0) + value
+                seen, trained, steps, run.step = seen + n, trained + n, steps + 1, run.step + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{weighted_total(losses, cfg.kd_weight).item():.3f}")
+                run.epoch_sums, run.epoch_seen = sums, seen
+                stop = stop_after_steps is not None and steps >= stop_after_steps
+                if stop or time.monotonic() - last_save > checkpoint_minutes * 60:
+                    save(out / "last.pt", epoch_sums=sums, epoch_seen=seen)
+                    last_save = time.monotonic()
+                if stop:
+                    log(f"stopped after {steps} steps (epoch {run.epoch + 1}, step {run.step}); rerun to resume")
+                    return {"interrupted": True, "epoch": run.epoch, "step": run.step}
+        except KeyboardInterrupt:
+            save(out / "last.pt", epoch_sums=sums, epoch_seen=seen)
+            log(f"interrupted at epoch {run.epoch + 1}, step {run.step}: saved {out / 'last.pt'}; rerun to resume")
+            raise
+        finally:
+            bar.close()
+        world.check_in_sync(model)
+        world.sync_buffers(model)
+        val_losses = _end_epoch(run, model, sampler, data, profile, kd_targets, device, precision, sums, seen, log,
+                                world)
+        epoch_seconds = time.perf_counter() - epoch_start
+        # The time budget: stop when the next epoch, as long as this one, would end past it (at least 1 epoch).
+        # (Epoch times stay out of the history, which is a function of the seed alone.) Rank 0's clock decides.
+        spent = session_seconds + time.perf_counter() - session_start
+        if cfg.budget_minutes and run.epoch < cfg.epochs and spent + epoch_seconds > cfg.budget_minutes * 60:
+            run.finished = True
+            log(f"time budget of {cfg.budget_minutes:g} min reached after {run.epoch} epochs ({spent / 60:.1f} min)")
+        run.finished = world.share(run.finished)
+        if run.history[-1]["best"]:
+            save(out / "best.pt", val_losses=val_losses)
+        save(out / "last.pt")
         last_save = time.monotonic()
-        _write_history(out, history)
+        if world.main:
+            _write_history(out, run.history)
     elapsed = time.perf_counter() - started
-    summary = {"epochs": cfg.epochs, "best_val_loss": best, "best_epoch": _best_epoch(history),
+    if world.main:
+        _calibrate_best(out, data, profile, device, log)
+    summary = {"epochs": run.epoch, "epochs_asked": cfg.epochs, "budget_minutes": cfg.budget_minutes,
+               "stopped_by_budget": run.finished, "best_val_loss": run.best, "best_epoch": _best_epoch(run.history),
                "train_objects": int(len(data.train_index)), "val_objects": int(len(data.val_index)),
-               "objects_per_s": round(trained_objects / elapsed, 2) if trained_objects else None,
-               "seconds": round(elapsed, 1), "device": str(device), "checkpoint": str(best_path)}
-    write_json(out / "train_summary.json", summary)
+               "objects_per_s": round(trained / elapsed, 2) if trained else None,
+               "seconds": round(elapsed, 1), "device": str(device), "processes": world.size,
+               "precision": precision, "precision_choice": precision_info,
+               "checkpoint": str(out / "best.pt")}
+    if world.main:
+        write_json(out / "train_summary.json", summary)
     return summary
+
+
+def _end_epoch(run: _RunState, model, sampler, data: TrainingData, profile: Profile, kd_targets, device,
+               precision: str, sums: dict, seen: int, log, world: World) -> dict[str, float]:
+    """Validation losses (returned), the history record, and whether this epoch is the best so far."""
+    cfg = profile.train
+    train_losses = {task: value / max(seen, 1) for task, value in sums.items()}
+    train_losses["total"] = weighted_total(train_losses, cfg.kd_weight)
+    val_losses = (validation_losses(model, sampler, data.val_index, profile, kd_targets, device, precision, world)
+                  if len(data.val_index) else dict(train_losses))
+    improved = val_losses["total"] < run.best
+    run.epoch, run.step, run.epoch_sums, run.epoch_seen = run.epoch + 1, 0, None, 0
+    if improved:
+        run.best = val_losses["total"]
+    run.history.append({"epoch": run.epoch, **{f"train_{k}": v for k, v in train_losses.items()},
+                        **{f"val_{k}": v for k, v in val_losses.items()}, "best": improved})
+    log(f"epoch {run.epoch}/{cfg.epochs}: train {train_losses['total']:.4f} val {val_losses['total']:.4f}"
+        + (" (best)" if improved else ""))
+    return val_losses
+
+
+def _calibrate_best(out: Path, data: TrainingData, profile: Profile, device: torch.device, log) -> None:
+    """Store the raw task scores of the validation objects in ``best.pt`` (normal data the model never trained
+    on): they put a test object's scores on a common scale (:mod:`ssmtl_core.calibration`)."""
+    from .calibration import validation_scores
+
+    best = out / "best.pt"
+    if not best.is_file() or not len(data.val_index):
+        return
+    state = load_checkpoint(best, device)
+    if "calibration" in state:
+        return
+    state["calibration"] = validation_scores(state, data, profile, device)
+    with atomic_path(best, suffix=".pt") as tmp:
+        torch.save(state, tmp)
 
 
 def _best_epoch(history: list[dict]) -> int | None:
     best = [h["epoch"] for h in history if h.get("best")]
     return best[-1] if best else None
-
-
-def _resume_key(settings: dict) -> str:
-    """What must match for a run to resume: everything but the epoch count and where it runs."""
-    import copy
-
-    from .io import stable_hash
-
-    settings = copy.deepcopy(settings)
-    for name in ("epochs", "device", "num_threads", "amp"):
-        settings.get("profile", {}).get("train", {}).pop(name, None)
-    return stable_hash(settings, 16)
 
 
 def _write_history(out: Path, history: list[dict]) -> None:

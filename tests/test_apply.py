@@ -8,12 +8,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from helpers import train_synthetic
 
 from ssmtl_core.cli import main
 from ssmtl_core.config import load_profile
-from ssmtl_core.data import open_dataset
-from ssmtl_core.data.synthetic import generate_synthetic
-from ssmtl_core.train import train
 
 SMALL = {"train.epochs": 1, "sample.crop_size": 32, "train.teacher_size": 64, "train.batch_size": 16,
          "sample.max_train_objects": 48}
@@ -22,11 +20,7 @@ SMALL = {"train.epochs": 1, "sample.crop_size": 32, "train.teacher_size": 64, "t
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("apply")
-    root = generate_synthetic(base / "data", "tiny", seed=0, progress=False)
-    dataset = open_dataset("synthetic", root)
-    profile = load_profile("synthetic", overrides=SMALL)
-    train(dataset, profile, base / "cache", base / "run", progress=False, log=lambda *_: None)
-    return base, dataset
+    return base, train_synthetic(base, "tiny", SMALL)
 
 
 def test_evaluate_writes_metrics_and_frame_scores(trained, capsys):
@@ -100,3 +94,23 @@ def test_score_video_errors_are_one_line(trained, tmp_path):
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "not an SSMTL checkpoint" in result.stderr and str(wrong) in result.stderr
+
+
+def test_score_video_and_evaluate_give_the_same_frame_scores(trained, tmp_path):
+    # One scoring path: a test video scored by `score-video` (its own detection run on the frame folder, the
+    # paper's per-video normalisation) and by `evaluate` (cached detections of the dataset) gets the same
+    # frame scores.
+    base, dataset = trained
+    video = dataset.test[0]
+    assert main(["evaluate", "--run", str(base / "run"), "--device", "cpu", "--out", str(tmp_path / "eval")]) == 0
+    with open(tmp_path / "eval" / "frame_scores.csv") as handle:
+        evaluated = np.array([float(r["score"]) for r in csv.DictReader(handle) if r["video"] == video.name])
+    folder = video.source.path  # the video's frame folder
+    out = tmp_path / "scored"
+    assert main(["score-video", str(folder), "--checkpoint", str(base / "run" / "best.pt"), "--out", str(out),
+                 "--device", "cpu", "--per-video-minmax", "--format", "gif"]) == 0
+    with open(out / "frame_scores.csv") as handle:
+        scored = np.array([float(r["score"]) for r in csv.DictReader(handle)])
+    assert len(scored) == len(evaluated) == video.num_frames
+    assert evaluated.max() > 0, "the video has scored objects"
+    np.testing.assert_allclose(scored, evaluated, atol=1e-4)

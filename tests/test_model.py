@@ -1,4 +1,4 @@
-"""Tests of ssmtl_core.model: the four encoder presets of SPEC 3.4, the heads, and ``ssmtl model``."""
+"""Tests of ssmtl_core.model: the four encoder presets of docs/method.md "Architectures", the heads, and ``ssmtl model``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ssmtl_core.config import ARCHITECTURES
 from ssmtl_core.errors import SSMTLError
 from ssmtl_core.model import SSMTLModel, layer_table
 
-# SPEC 3.4: (3D conv layers, encoder output channels, spatial side at 64x64 input)
+# docs/method.md, "Architectures": (3D conv layers, encoder output channels, spatial side at 64x64 input)
 PRESETS = {
     "shallow_narrow": ([16, 32, 32], 32, 8),
     "shallow_wide": ([32, 64, 64], 64, 8),
@@ -91,11 +91,24 @@ def test_unknown_architecture_is_refused():
 
 
 def test_config_rebuilds_the_model():
-    model = SSMTLModel("deep_wide", kd_dim=80, dropout=0.1, crop_size=32)
+    model = SSMTLModel("deep_wide", kd_dim=80, dropout=0.1, crop_size=32, kd_probabilities=80)
     config = model.config()
-    assert config == {"arch": "deep_wide", "kd_dim": 80, "crop_size": 32, "dropout": 0.1}
-    again = SSMTLModel(config["arch"], config["kd_dim"], config["dropout"], config["crop_size"])
+    assert config == {"arch": "deep_wide", "kd_dim": 80, "crop_size": 32, "dropout": 0.1, "kd_probabilities": 80}
+    again = SSMTLModel.from_config(config)
     again.load_state_dict(model.state_dict())
+    # checkpoints made before the sigmoid had no kd_probabilities: they rebuild as before (linear outputs)
+    old = SSMTLModel.from_config({"arch": "deep_wide", "kd_dim": 80, "crop_size": 32, "dropout": 0.1})
+    assert old.model_config.kd_probabilities == 0
+
+
+def test_distillation_probabilities_start_low_and_stay_in_range():
+    model = SSMTLModel("shallow_narrow", kd_dim=1080, crop_size=32, kd_probabilities=80).eval()
+    with torch.no_grad():
+        out = model.sequence_heads(torch.rand(4, 3, 7, 32, 32))["kd"]
+    probabilities = out[:, 1000:]
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert probabilities.mean() < 0.05, "the class probabilities start near the low prior"
+    assert (out[:, :1000].abs() < 5).all() and (out[:, :1000] < 0).any(), "the logits stay linear (signed)"
 
 
 def test_layer_table_counts_every_parameter():
@@ -124,7 +137,7 @@ def test_cli_model_prints_layers_shapes_and_total(arch, capsys):
     total = int(re.search(r"total parameters: ([0-9,]+)", lines[-1]).group(1).replace(",", ""))
     assert total == expected
     assert sum(int(r[3].replace(",", "")) for r in rows) == expected
-    # every layer has an output shape; the encoder output is the SPEC's side x side x channels
+    # every layer has an output shape; the encoder output is the documented side x side x channels
     assert all(r[2] for r in rows)
     _, channels, side = PRESETS[arch]
     encoder_row = [r for r in rows if r[0] == "encoder_(max_over_time)"]

@@ -1,4 +1,4 @@
-"""Tests of ssmtl_core.samples: the object-centric sequences behind the four proxy tasks (SPEC 3.2-3.3).
+"""Tests of ssmtl_core.samples: the object-centric sequences behind the four proxy tasks (docs/method.md, "Object-centric sequences").
 
 Most tests run on fabricated videos whose frame ``k`` is the constant grey value ``k`` (or ``k`` plus a
 channel offset in colour), so every crop says which frame it came from: a resized crop of a constant image
@@ -30,7 +30,7 @@ from ssmtl_core.samples import (
     scoring_sequences,
     split_train_val,
 )
-from ssmtl_core.train import _batch_seed, _batches, task_losses
+from ssmtl_core.train import batch_rng, epoch_batches, epoch_order, task_losses
 
 T3 = 3  # temporal_half
 K = 2 * T3 + 1
@@ -51,6 +51,21 @@ def index_video(length: int, height: int = 48, width: int = 64, channels: int = 
         for c in range(channels):
             frames[k, ..., c] = k + 60 * c
     return frames
+
+
+def aot_input(batch) -> np.ndarray:
+    """(N, 2t+1, S, S, C): forwards, or reversed where ``aot_label`` is 1 (what the network is given)."""
+    out = batch.consecutive.copy()
+    out[batch.aot_label == 1] = out[batch.aot_label == 1, ::-1]
+    return out
+
+
+def irr_input(batch) -> np.ndarray:
+    """(N, 2t+1, S, S, C): consecutive, or intermittent where ``irr_label`` is 1."""
+    out = batch.consecutive.copy()
+    if batch.intermittent is not None:
+        out[batch.irr_label == 1] = batch.intermittent[batch.irr_label == 1]
+    return out
 
 
 def frame_ids(crops: np.ndarray) -> np.ndarray:
@@ -103,7 +118,7 @@ def test_arrow_of_time_input_is_the_exact_reverse_where_labelled(grey_batch):
     labels = batch.aot_label
     assert set(np.unique(labels)) == {0, 1}, "both arrow-of-time classes must be drawn"
     assert 0.3 < labels.mean() < 0.7
-    aot = batch.aot_input()
+    aot = aot_input(batch)
     forward = labels == 0
     np.testing.assert_array_equal(aot[forward], batch.consecutive[forward])
     np.testing.assert_array_equal(aot[~forward], batch.consecutive[~forward][:, ::-1])
@@ -126,7 +141,7 @@ def test_intermittent_sequences(grey_batch):
     assert (gaps >= 1).all() and (gaps <= 3).all()
     assert (gaps > 1).any(), "intermittent sequences never skip a frame"
     # what the network sees is what the offsets say
-    ids = frame_ids(batch.irr_input())
+    ids = frame_ids(irr_input(batch))
     np.testing.assert_array_equal(ids, objects.frame[:, None] + offsets)
     np.testing.assert_array_equal(frame_ids(batch.intermittent[labels == 1]), objects.frame[labels == 1, None] + inter)
 
@@ -151,12 +166,12 @@ def test_intermittent_offsets_stay_inside_the_video_near_its_borders():
     sampler = SequenceSampler(frames, objects, CONFIG, ("aot", "irr", "mid"), seed=0)
     seen_labels = set()
     for b in range(4):
-        batch = sampler.make_batch(np.arange(len(objects)), _batch_seed(0, b, 0))
+        batch = sampler.make_batch(np.arange(len(objects)), batch_rng(0, b, 0))
         absolute = objects.frame[:, None] + batch.irr_offsets
         assert absolute.min() >= 0 and absolute.max() <= length - 1
         gaps = np.diff(batch.irr_offsets, axis=1)
         assert (gaps >= 1).all() and (gaps <= 3).all()
-        np.testing.assert_array_equal(frame_ids(batch.irr_input()), absolute)
+        np.testing.assert_array_equal(frame_ids(irr_input(batch)), absolute)
         inter = batch.irr_label == 1
         seen_labels |= set(batch.irr_label.tolist())
         # with exactly 3 frames of room a side can only step by 1
@@ -332,10 +347,10 @@ def test_draws_are_fresh_each_epoch_and_reproducible():
     objects = make_objects([list(range(3, 57)) * 2])
     sampler = SequenceSampler(frames, objects, CONFIG, TASKS, seed=0)
     order = np.arange(len(objects))  # same objects in the same batches: only the draws may differ
-    epoch0 = _draws(_batches(sampler, order, 36, seed=5, epoch=0, start=0))
-    again = _draws(_batches(sampler, order, 36, seed=5, epoch=0, start=0))
-    epoch1 = _draws(_batches(sampler, order, 36, seed=5, epoch=1, start=0))
-    other_seed = _draws(_batches(sampler, order, 36, seed=6, epoch=0, start=0))
+    epoch0 = _draws(epoch_batches(sampler, order, 36, seed=5, epoch=0, start=0))
+    again = _draws(epoch_batches(sampler, order, 36, seed=5, epoch=0, start=0))
+    epoch1 = _draws(epoch_batches(sampler, order, 36, seed=5, epoch=1, start=0))
+    other_seed = _draws(epoch_batches(sampler, order, 36, seed=6, epoch=0, start=0))
     assert len(epoch0) == 3
     for a, b in zip(epoch0, again):
         for x, y in zip(a, b):
@@ -346,25 +361,25 @@ def test_draws_are_fresh_each_epoch_and_reproducible():
         assert not np.array_equal(a[3], b[3]), "intermittent gaps repeated across epochs"
     assert any(not np.array_equal(a[1], b[1]) for a, b in zip(epoch0, other_seed))
     # a resumed epoch (starting at batch 1) draws exactly what the uninterrupted epoch drew there
-    resumed = _draws(_batches(sampler, order, 36, seed=5, epoch=0, start=1))
+    resumed = _draws(epoch_batches(sampler, order, 36, seed=5, epoch=0, start=1))
     for a, b in zip(epoch0[1:], resumed):
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
     # the same batch drawn alone, with or without the two worker threads
     sampler.workers = 1
-    alone = sampler.make_batch(order[36:72], _batch_seed(5, 0, 1))
+    alone = sampler.make_batch(order[36:72], batch_rng(5, 0, 1))
     np.testing.assert_array_equal(alone.irr_offsets, epoch0[1][3])
     np.testing.assert_array_equal(alone.consecutive, epoch0[1][4])
 
 
-def test_sampler_batches_cover_the_index_and_follow_the_seed():
+def test_epoch_order_covers_the_index_and_follows_the_seed():
     frames = [index_video(40)]
     objects = make_objects([list(range(3, 37))])
     sampler = SequenceSampler(frames, objects, CONFIG, TASKS, seed=0)
     index = np.arange(len(objects))
-    first = _draws(sampler.batches(index, 10, shuffle=True, seed=3))
-    second = _draws(sampler.batches(index, 10, shuffle=True, seed=3))
-    other = _draws(sampler.batches(index, 10, shuffle=True, seed=4))
+    first = _draws(epoch_batches(sampler, epoch_order(3, 0, index), 10, seed=3, epoch=0))
+    second = _draws(epoch_batches(sampler, epoch_order(3, 0, index), 10, seed=3, epoch=0))
+    other = _draws(epoch_batches(sampler, epoch_order(4, 0, index), 10, seed=4, epoch=0))
     covered = np.concatenate([d[0] for d in first])
     np.testing.assert_array_equal(np.sort(covered), index)
     for a, b in zip(first, second):

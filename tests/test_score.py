@@ -1,4 +1,4 @@
-"""Object scores to frame scores and maps (SPEC 3.6-3.7), and the scorer's two backends."""
+"""Object scores to frame scores and maps (docs/method.md, "Scoring", "From objects to frames"), and the scorer's two backends."""
 
 import numpy as np
 import pytest
@@ -109,13 +109,36 @@ def test_torch_and_openvino_scorers_agree(scorer_inputs, monkeypatch):
     assert reference.backend == "torch-cpu"
     expected = reference.score_objects(frames, detections)
     monkeypatch.delenv("SSMTL_NO_OPENVINO")
-    fast = Scorer(model, sample, layout, "cpu", compile=True)
-    if fast.backend != "openvino":
+    fast = Scorer(model, sample, layout, "cpu", compile=True, precision="fp32")
+    if not fast.backend.startswith("openvino"):
         pytest.skip("OpenVINO is not installed")
+    assert fast.backend == "openvino-fp32"
     got = fast.score_objects(frames, detections)
     assert set(got.tasks) == {"aot", "irr", "mid", "kd"}
     for task in got.tasks:
         np.testing.assert_allclose(got.tasks[task], expected.tasks[task], atol=1e-4, err_msg=task)
+
+
+@pytest.mark.parametrize("precision", ["auto", "int8"])
+def test_reduced_precision_scorers_keep_the_ranking(scorer_inputs, monkeypatch, precision):
+    # bf16 (auto on CPUs with native bf16) and int8 (NNCF, calibrated on other sequences than the scored ones)
+    # change the numbers slightly, not which objects score high: per task the rank correlation stays > 0.9.
+    from scipy.stats import spearmanr
+
+    model, frames, detections = scorer_inputs
+    sample = SampleConfig(crop_size=32)
+    layout = {"logits": 1000, "class_scores": 80}
+    reference = Scorer(model, sample, layout, "cpu", compile=True, precision="fp32")
+    if not reference.backend.startswith("openvino"):
+        pytest.skip("OpenVINO is not installed")
+    expected = reference.score_objects(frames, detections)
+    rng = np.random.default_rng(1)
+    calibration = rng.integers(0, 256, size=(64, 7, 32, 32, 1), dtype=np.uint8)
+    other = Scorer(model, sample, layout, "cpu", compile=True, precision=precision, int8_inputs=calibration)
+    got = other.score_objects(frames, detections)
+    assert other.backend in {"openvino-int8"} if precision == "int8" else other.backend.startswith("openvino-")
+    for task in ("aot", "irr", "mid"):
+        assert spearmanr(got.tasks[task], expected.tasks[task]).statistic > 0.9, task
 
 
 def test_distillation_score_uses_detector_classes_or_teacher_logits(scorer_inputs, monkeypatch):
@@ -124,9 +147,16 @@ def test_distillation_score_uses_detector_classes_or_teacher_logits(scorer_input
     scorer = Scorer(model, SampleConfig(crop_size=32), {"logits": 1000, "class_scores": 80}, "cpu")
     prediction = np.zeros((3, 1080), np.float32)
     classes = np.full((3, 80), 0.5, np.float16)
-    np.testing.assert_allclose(scorer.distillation_discrepancy(prediction, classes, None), 0.5)
+    every = np.ones(3, bool)
+    np.testing.assert_allclose(scorer.distillation_discrepancy(prediction, classes, every, None), 0.5)
     logits = np.full((3, 1000), 2.0, np.float32)
-    # a class-agnostic detector: compare with the ImageNet teacher's logits instead
+    # class-agnostic objects (the blobs of a hybrid detector) compare with the teacher's logits instead
+    mixed = np.array([True, False, True])
+    np.testing.assert_allclose(scorer.distillation_discrepancy(prediction, classes, mixed, logits), [0.5, 2.0, 0.5])
+    assert scorer.distillation_discrepancy(prediction, classes, mixed, None) is None
+    # a class-agnostic detector: every object compares with the teacher's logits
     scorer.kd_layout = {"logits": 1000, "class_scores": 0}
-    np.testing.assert_allclose(scorer.distillation_discrepancy(prediction[:, :1000], np.zeros((3, 0)), logits), 2.0)
-    assert scorer.distillation_discrepancy(prediction[:, :1000], np.zeros((3, 0)), None) is None
+    none = np.zeros(3, bool)
+    np.testing.assert_allclose(scorer.distillation_discrepancy(prediction[:, :1000], np.zeros((3, 0)), none, logits),
+                               2.0)
+    assert scorer.distillation_discrepancy(prediction[:, :1000], np.zeros((3, 0)), none, None) is None

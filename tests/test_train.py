@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from ssmtl_core.checkpoint import load_checkpoint, model_from_checkpoint
 from ssmtl_core.config import apply_overrides, get_profile, profile_from_dict
 from ssmtl_core.data import open_dataset
 from ssmtl_core.data.synthetic import generate_synthetic
 from ssmtl_core.errors import SSMTLError
 from ssmtl_core.io import read_json
-from ssmtl_core.train import load_checkpoint, model_from_checkpoint, prepare_training_data, train
+from ssmtl_core.train import train
+from ssmtl_core.training_data import prepare_training_data
 
 SETTINGS = {"sample.crop_size": 32, "train.teacher_size": 64, "train.batch_size": 16, "train.epochs": 2,
             "train.device": "cpu", "train.seed": 3, "train.num_threads": 1}
@@ -46,8 +48,7 @@ def setup(tmp_path_factory):
 
 
 def _train(setup, out: Path, profile=None, **kwargs) -> dict:
-    return train(setup["dataset"], profile or setup["profile"], setup["cache"], out, data=setup["data"],
-                 progress=False, log=_quiet, **kwargs)
+    return train(setup["data"], profile or setup["profile"], out, progress=False, log=_quiet, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +114,9 @@ def test_interrupted_run_resumes_to_the_same_history(setup, baseline):
     resumed = load_checkpoint(out / "last.pt")
     assert resumed["epoch"] == 2 and resumed["step"] == 0
     assert _tensors_equal(resumed["model"], load_checkpoint(baseline["out"] / "last.pt")["model"])
-    # a finished run rerun does nothing more
+    # a finished run rerun does nothing more and keeps its summary (time and speed included)
     again = _train(setup, out)
-    assert again["objects_per_s"] is None
+    assert again == summary
     assert read_json(out / "history.json") == baseline["history"]
 
 
@@ -167,7 +168,13 @@ def test_best_checkpoint_contents(setup, baseline):
     assert state["caches"]["teacher"].startswith("efficientnet_lite0-") and state["caches"]["teacher"].endswith("-64")
     assert state["profile"] == setup["profile"].to_dict()
     assert profile_from_dict(state["profile"]) == setup["profile"]
-    assert state["model_config"] == {"arch": "shallow_narrow", "kd_dim": 1000, "crop_size": 32, "dropout": 0.3}
+    assert state["model_config"] == {"arch": "shallow_narrow", "kd_dim": 1000, "crop_size": 32, "dropout": 0.3,
+                                     "kd_probabilities": 0}
+    # the raw task scores of every validation object calibrate the checkpoint (ssmtl_core.calibration)
+    calibration = state["calibration"]
+    assert calibration["objects"] == len(setup["data"].val_index)
+    assert set(calibration["tasks"]) == {"aot", "irr", "mid", "kd"}
+    assert all(len(v) == calibration["objects"] for v in calibration["tasks"].values())
     assert state["optimizer"]["state"], "the optimizer state (Adam moments) is saved"
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
     model = model_from_checkpoint(state)
@@ -188,9 +195,75 @@ def test_load_checkpoint_refuses_other_files(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_rerunning_a_finished_run_changes_nothing(setup, baseline):
+    out = setup["base"] / "run_f"
+    shutil.copytree(baseline["out"], out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    summary = _train(setup, out)
+    assert summary == baseline["summary"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+class Payload:
+    """Stands for code a stranger's checkpoint could carry."""
+
+
+def test_checkpoints_with_code_or_mismatched_weights_are_refused(setup, baseline, tmp_path):
+    state = load_checkpoint(baseline["out"] / "best.pt")
+    evil = tmp_path / "evil.pt"
+    torch.save({**state, "extra": Payload()}, evil)  # any pickled object other than tensors and plain values
+    with pytest.raises(SSMTLError, match="evil.pt.*not loaded for safety"):
+        load_checkpoint(evil)
+    mixed = dict(state, model_config={**state["model_config"], "arch": "deep_wide"})
+    with pytest.raises(SSMTLError, match="do not fit its model configuration"):
+        model_from_checkpoint(mixed, path="mixed.pt")
+
+
 def test_cuda_request_without_gpu_is_clear(setup, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     profile = apply_overrides(setup["profile"], {"train.device": "cuda"})
     with pytest.raises(SSMTLError, match="no CUDA GPU"):
         _train(setup, tmp_path / "run", profile=profile)
+
+
+def test_precision_auto_is_fp32_without_native_bf16_and_recorded(setup, monkeypatch, tmp_path):
+    monkeypatch.setattr("ssmtl_core.train.native_bf16", lambda: False)
+    profile = apply_overrides(setup["profile"], {"train.epochs": 1})
+    summary = _train(setup, tmp_path / "run", profile=profile)
+    assert summary["precision"] == "fp32"
+    assert "no native bf16" in summary["precision_choice"]["reason"]
+    assert read_json(tmp_path / "run" / "run.json")["precision"] == "fp32"
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["precision"] == "fp32"
+
+
+def test_precision_auto_times_both_where_bf16_is_native(setup, monkeypatch, tmp_path):
+    monkeypatch.setattr("ssmtl_core.train.native_bf16", lambda: True)
+    profile = apply_overrides(setup["profile"], {"train.epochs": 1})
+    summary = _train(setup, tmp_path / "run", profile=profile)
+    timed = summary["precision_choice"]["seconds_per_step"]
+    assert set(timed) == {"fp32", "bf16"} and summary["precision"] == min(timed, key=timed.get)
+    # the choice is remembered for this machine and model: a second run makes the same one without timing
+    again = _train(setup, tmp_path / "again", profile=profile)
+    assert again["precision"] == summary["precision"]
+    assert "timed earlier" in again["precision_choice"]["reason"]
+
+
+def test_bf16_training_follows_fp32_closely(setup, baseline, tmp_path):
+    # bf16 autocast keeps float32 weights and losses; on tiny data its per-task losses stay within 10% (and
+    # 0.05 absolute) of the fp32 run's after two epochs, the same seed and the same draws.
+    profile = apply_overrides(setup["profile"], {"train.precision": "bf16"})
+    _train(setup, tmp_path / "bf16", profile=profile)
+    bf16, fp32 = read_json(tmp_path / "bf16" / "history.json"), baseline["history"]
+    for a, b in zip(bf16, fp32):
+        for key in ("train_aot", "train_irr", "train_mid", "train_kd", "val_total"):
+            assert a[key] == pytest.approx(b[key], rel=0.10, abs=0.05), key
+
+
+def test_time_budget_stops_between_epochs(setup, tmp_path):
+    # A budget of a few milliseconds: the first epoch always runs, and no second one starts after it.
+    profile = apply_overrides(setup["profile"], {"train.epochs": 5, "train.budget_minutes": 0.0001})
+    summary = _train(setup, tmp_path / "run", profile=profile)
+    assert summary["epochs"] == 1 and summary["epochs_asked"] == 5 and summary["stopped_by_budget"]
+    again = _train(setup, tmp_path / "run", profile=profile)
+    assert again == summary, "a finished budgeted run is not trained further"

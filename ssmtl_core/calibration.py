@@ -1,0 +1,439 @@
+"""Validation scores: what a trained model's task scores look like on normal objects it never trained on.
+
+At the end of training, the best checkpoint's raw task scores of the validation objects (the last 15% of
+each training video, normal by construction) are stored in ``best.pt`` (``ssmtl calibrate --run DIR`` adds
+them to a checkpoint written before). They give a scale that needs no test data:
+
+* the two kinds of distillation discrepancy of the hybrid detector (detector class scores for COCO boxes,
+  ImageNet logits for motion blobs) are each standardised by their own validation statistics before they are
+  compared (``docs/method.md``, "Scoring");
+* :class:`Calibration` turns any object's raw task scores into a calibrated score, the fraction of normal
+  validation objects that are less unusual, with a default alert threshold chosen on the validation objects
+  alone; :func:`calibrated_frame_scores` and :func:`alert_segments` carry it to frames and alerts
+  (``docs/method.md``, "Calibrated scores for your own videos"). ``ssmtl score-video`` reports these by
+  default, and ``ssmtl evaluate`` their AUCs beside the paper's per-video normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ScoreConfig
+from .detect import Detections
+from .errors import SSMTLError
+from .training_data import TrainingData
+
+#: A kind of discrepancy with fewer validation objects than this is standardised by the video's own
+#: objects of that kind instead (the median and spread of a handful of objects are not a scale).
+MIN_CALIBRATION_OBJECTS = 20
+
+
+def validation_scores(state: dict, data: TrainingData, profile, device: torch.device) -> dict:
+    """Raw task scores of the validation objects under a checkpoint (stored in it as ``calibration``).
+
+    Args:
+        state: the checkpoint (its model and distillation layout are used).
+        data: the training data the run used (its validation objects, frames and distillation targets).
+        profile: the run's settings.
+        device: where to score.
+
+    Returns:
+        ``{"objects": n, "tasks": {task: (n,) float32 tensor}, "kd_has_classes": (n,) bool tensor}``.
+    """
+    from .checkpoint import model_from_checkpoint
+    from .score import Scorer
+
+    layout = state["kd_layout"]
+    scorer = Scorer(model_from_checkpoint(state, device), profile.sample, layout, device, tasks=profile.train.tasks)
+    n_logits = int(layout.get("logits", 0))
+    index = np.sort(data.val_index)
+    parts: dict[str, list[np.ndarray]] = {}
+    has_parts = []
+    for v in np.unique(data.objects.video[index]):
+        rows = index[data.objects.video[index] == v]
+        objects = data.objects.subset(rows)
+        targets = data.kd_targets[rows] if data.kd_targets is not None else np.zeros((len(rows), 0), np.float32)
+        has = (np.ones(len(rows), bool) if data.kd_has_classes is None else data.kd_has_classes[rows])
+        has &= bool(layout.get("class_scores"))
+        detections = Detections(objects.frame, objects.boxes, np.ones(len(rows), np.float32),
+                                np.where(has, 0, -1).astype(np.int16), targets[:, n_logits:])
+        scores = scorer.score_objects(data.frames[v], detections, targets[:, :n_logits] if n_logits else None,
+                                       raw=True)
+        for task, values in scores.tasks.items():
+            parts.setdefault(task, []).append(values)
+        has_parts.append(has)
+    return {"objects": int(len(index)),
+            "tasks": {task: torch.from_numpy(np.concatenate(values).astype(np.float32))
+                      for task, values in parts.items()},
+            "kd_has_classes": torch.from_numpy(np.concatenate(has_parts) if has_parts else np.zeros(0, bool))}
+
+
+def _robust_scale(values: np.ndarray) -> tuple[float, float]:
+    """Median and interquartile range (floored so a constant set does not divide by zero)."""
+    low, centre, high = np.percentile(values, [25, 50, 75])
+    return float(centre), float(max(high - low, 1e-6))
+
+
+def standardize_discrepancy(kd: np.ndarray, has_classes: np.ndarray, calibration: dict | None) -> np.ndarray:
+    """Put the two kinds of distillation discrepancy of a video on one scale.
+
+    Each kind (class-score discrepancy of COCO boxes, logit discrepancy of class-agnostic blobs) becomes
+    ``(d - median) / IQR`` of the same kind on the validation objects, or, when the checkpoint holds fewer
+    than :data:`MIN_CALIBRATION_OBJECTS` of that kind, of the same kind in this video.
+
+    Args:
+        kd: (N,) raw discrepancies.
+        has_classes: (N,) True where the discrepancy is against the detector's class scores.
+        calibration: the checkpoint's ``calibration`` entry, or None.
+    """
+    out = np.asarray(kd, np.float32).copy()
+    reference_kd = reference_has = None
+    if calibration and "kd" in calibration.get("tasks", {}):
+        reference_kd = np.asarray(calibration["tasks"]["kd"], np.float32)
+        reference_has = np.asarray(calibration["kd_has_classes"], bool)
+    for kind in (True, False):
+        rows = has_classes == kind
+        if not rows.any():
+            continue
+        reference = out[rows]
+        if reference_kd is not None and (reference_has == kind).sum() >= MIN_CALIBRATION_OBJECTS:
+            reference = reference_kd[reference_has == kind]
+        centre, spread = _robust_scale(reference)
+        out[rows] = (out[rows] - centre) / spread
+    return out
+
+
+# -- calibrated scores: raw task scores -> "how unusual, against normal data" ------------------------------
+
+#: The default alert level: the 99th percentile of the validation objects' calibrated scores. An object over
+#: it is more unusual than 99% of the normal validation objects.
+ALERT_QUANTILE = 0.99
+#: The share of the highest (and of the lowest) reference scores that each exponential tail is fitted to.
+TAIL_FRACTION = 0.1
+#: The largest surprise -log(1 - p) a calibrated value in (0, 1) is read back as (p rounded to 1 in float64).
+MAX_SURPRISE = float(-np.log(np.finfo(np.float64).eps))
+
+
+class _Reference:
+    """The sorted reference (normal) scores of one quantity, with their mid-ranks and tail scales."""
+
+    def __init__(self, reference: np.ndarray):
+        reference = np.sort(np.asarray(reference, np.float64).ravel())
+        if len(reference) == 0:
+            raise ValueError("the reference holds no scores")
+        self.n = len(reference)
+        self.points, counts = np.unique(reference, return_counts=True)
+        self.ranks = (np.cumsum(counts) - 0.5 * counts) / self.n  # mid-ranks of the distinct values
+        self.upper = _tail_scale(reference, upper=True)
+        self.lower = _tail_scale(reference, upper=False)
+
+    def surprise(self, values: np.ndarray) -> np.ndarray:
+        """-log(1 - F(x)) of :func:`empirical_cdf`, computed in logs so that the upper tail never rounds to
+        infinity: beyond the largest reference value it grows linearly with the distance, in tail scales."""
+        values = np.asarray(values, np.float64)
+        cdf = np.interp(values, self.points, self.ranks)
+        low = values < self.points[0]
+        cdf[low] = self.ranks[0] * np.exp(-(self.points[0] - values[low]) / self.lower)
+        out = -np.log1p(-np.minimum(cdf, self.ranks[-1]))
+        high = values > self.points[-1]
+        out[high] = -np.log1p(-self.ranks[-1]) + (values[high] - self.points[-1]) / self.upper
+        return out
+
+
+def _tail_scale(reference: np.ndarray, upper: bool) -> float:
+    """Scale of the exponential tail beyond the largest (``upper``) or below the smallest reference value: the
+    mean excess over the reference's 90th (10th) percentile, the maximum-likelihood fit of an exponential to
+    the outer 10% of the values; floored so that a constant reference still ranks what lies beyond it."""
+    if upper:
+        edge = np.quantile(reference, 1 - TAIL_FRACTION)
+        excess = reference[reference >= edge] - edge
+    else:
+        edge = np.quantile(reference, TAIL_FRACTION)
+        excess = edge - reference[reference <= edge]
+    floor = 1e-6 * max(1.0, float(np.abs(reference).max()))
+    return max(float(excess.mean()) if excess.size else 0.0, floor)
+
+
+def empirical_cdf(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The fraction of the reference (normal) scores that each value exceeds, as a smooth increasing function.
+
+    * At a reference value: its mid-rank, (number below + half the number equal) / n. Ties count half, and the
+      n reference values themselves spread evenly over (0, 1), at (k - 0.5) / n.
+    * Between two reference values: linear, so distinct values keep distinct, ordered results.
+    * Beyond the largest reference value: an exponential tail ``1 - 0.5 / n * exp(-(x - max) / s)``, ``s``
+      fitted to the top 10% of the reference; below the smallest, the mirror image. A value above every
+      reference value still ranks by how far above it is (up to float64 rounding far out; :func:`surprise`
+      keeps that ranking at any distance).
+
+    Args:
+        values: (N,) raw scores.
+        reference: (n,) raw scores of normal objects, n >= 1.
+
+    Returns:
+        (N,) float64 in (0, 1].
+    """
+    return -np.expm1(-_Reference(reference).surprise(values))
+
+
+def surprise(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``-log(1 - empirical_cdf(values, reference))``: 0 for the most ordinary values, log(2n) at the largest
+    reference value, and growing linearly (one per tail scale) beyond it."""
+    return _Reference(reference).surprise(values)
+
+
+def to_surprise(calibrated: np.ndarray) -> np.ndarray:
+    """Calibrated values p in [0, 1] -> surprise -log(1 - p) (capped at :data:`MAX_SURPRISE`)."""
+    return np.minimum(-np.log1p(-np.clip(np.asarray(calibrated, np.float64), 0.0, 1.0 - 1e-16)), MAX_SURPRISE)
+
+
+class Calibration:
+    """Raw task scores -> calibrated scores, from a checkpoint's validation scores alone (``docs/method.md``,
+    "Calibrated scores for your own videos").
+
+    1. Each task's raw score is read against the validation objects' scores of that task: its surprise
+       ``-log(1 - p)``, where ``p`` is the fraction of normal validation objects it exceeds
+       (:func:`empirical_cdf`; ties handled, smooth tails).
+    2. An object's evidence is the sum of its task surprises (Fisher's method of combining tests, up to a
+       factor 2): every task weighs the same whatever its units (probabilities, pixel errors, logit distances),
+       as in the paper's sum of normalised task scores, and an object that one task finds far out of the
+       normal range stands out even when the other tasks find it ordinary. A mean of the fractions ``p``
+       (tried first) caps what a single task can add at 1/4 and ranked the synthetic test objects worse.
+       Summing raw scores would let the task with the largest units decide alone.
+    3. The calibrated object score is the fraction of validation objects whose own evidence it exceeds
+       (:func:`empirical_cdf` again): 0.995 means "more unusual than 99.5% of normal objects", in any video,
+       whatever else the video holds.
+
+    The default alert threshold (:attr:`threshold`) is the 99th percentile (:data:`ALERT_QUANTILE`) of the
+    validation objects' calibrated scores: normal data alone, no test labels. The validation objects are the
+    last 15% of each training video, never trained on.
+
+    The hybrid detector's distillation discrepancy has two kinds (detector class scores, teacher logits) on
+    different scales; each kind is read against the validation objects of its own kind when they number at
+    least :data:`MIN_CALIBRATION_OBJECTS`, and against all of them otherwise.
+
+    Args:
+        validation: the ``calibration`` entry of a checkpoint (:func:`validation_scores`).
+        tasks: the tasks to combine (default: every task with validation scores).
+    """
+
+    def __init__(self, validation: dict, tasks: tuple[str, ...] | None = None):
+        stored = {task: np.asarray(values, np.float64) for task, values in validation["tasks"].items()}
+        names = [t for t in ("aot", "irr", "mid", "kd") if t in stored and len(stored[t])
+                 and (tasks is None or t in tasks)]
+        if not names:
+            raise SSMTLError("the calibration holds no validation scores of the trained tasks")
+        self.tasks = tuple(names)
+        self._validation = validation
+        self.objects = int(min(len(stored[t]) for t in self.tasks))
+        self._tasks = {t: _Reference(stored[t]) for t in self.tasks}
+        has = np.asarray(validation.get("kd_has_classes", np.zeros(0, bool)), bool)
+        has = has if "kd" in self.tasks and len(has) == len(stored["kd"]) else None
+        self._kd_kinds = {kind: _Reference(stored["kd"][has == kind]) for kind in (True, False)
+                          if has is not None and (has == kind).sum() >= MIN_CALIBRATION_OBJECTS}
+        evidence = self.evidence(stored, has)
+        self._evidence = _Reference(evidence)
+        self.threshold = float(np.quantile(-np.expm1(-self._evidence.surprise(evidence)), ALERT_QUANTILE))
+
+    @classmethod
+    def from_state(cls, state: dict, tasks: tuple[str, ...] | None = None) -> Calibration | None:
+        """The calibration of a checkpoint, or None when it holds none (made before calibration existed, or
+        without validation objects)."""
+        validation = state.get("calibration")
+        if not validation or not validation.get("objects"):
+            return None
+        return cls(validation, tasks)
+
+    def task_surprises(self, tasks: dict[str, np.ndarray], kd_has_classes: np.ndarray | None = None
+                       ) -> dict[str, np.ndarray]:
+        """Each task's surprise ``-log(1 - p)`` against the validation objects.
+
+        Args:
+            tasks: task -> (N,) raw scores (the distillation discrepancy not standardised).
+            kd_has_classes: (N,) the kind of each object's distillation discrepancy (None: unknown; every
+                object is then read against all validation objects).
+        """
+        out = {}
+        for task in self.tasks:
+            values = np.asarray(tasks[task], np.float64)
+            out[task] = self._tasks[task].surprise(values)
+            if task == "kd" and kd_has_classes is not None:
+                for kind, reference in self._kd_kinds.items():
+                    rows = np.asarray(kd_has_classes, bool) == kind
+                    out[task][rows] = reference.surprise(values[rows])
+        return out
+
+    def evidence(self, tasks: dict[str, np.ndarray], kd_has_classes: np.ndarray | None = None) -> np.ndarray:
+        """(N,) the sum of the task surprises of each object (step 2)."""
+        surprises = self.task_surprises(tasks, kd_has_classes)
+        return np.sum([surprises[t] for t in self.tasks], axis=0)
+
+    def object_scores(self, scores, tasks: tuple[str, ...] | None = None) -> np.ndarray:
+        """(N,) float64 calibrated scores in (0, 1] of the objects of one video.
+
+        Args:
+            scores: the video's raw task scores (:class:`~ssmtl_core.score.ObjectScores`).
+            tasks: a subset of the calibration's tasks (each task alone for the per-task curves); the subset's
+                evidence is read against the validation objects' evidence of the same subset.
+
+        Raises:
+            SSMTLError: the scores lack a task of the calibration.
+        """
+        if tasks is not None and tuple(tasks) != self.tasks:
+            return self.subset(tasks).object_scores(scores)
+        missing = [t for t in self.tasks if t not in scores.tasks]
+        if missing:
+            raise SSMTLError(f"the object scores have no {', '.join(missing)} scores, which the calibration needs.")
+        if len(scores.frame) == 0:
+            return np.zeros(0, np.float64)
+        raw = {t: scores.tasks[t] for t in self.tasks}
+        if "kd" in raw and getattr(scores, "raw_kd", None) is not None:
+            raw["kd"] = scores.raw_kd
+        return -np.expm1(-self._evidence.surprise(self.evidence(raw, getattr(scores, "kd_has_classes", None))))
+
+    def subset(self, tasks: tuple[str, ...]) -> Calibration:
+        """The calibration of a subset of the tasks (cached)."""
+        key = tuple(t for t in self.tasks if t in tasks)
+        if key == self.tasks:
+            return self
+        cache = self.__dict__.setdefault("_subsets", {})
+        if key not in cache:
+            cache[key] = Calibration(self._validation, key)
+        return cache[key]
+
+    def summary(self) -> dict:
+        """What ``summary.json`` and ``metrics.json`` say about the calibration."""
+        return {"validation_objects": self.objects, "tasks": list(self.tasks), "threshold": round(self.threshold, 6),
+                "threshold_rule": f"{100 * ALERT_QUANTILE:g}th percentile of the calibrated scores of the "
+                                  f"{self.objects} normal validation objects",
+                "score": "fraction of the normal validation objects that are less unusual (per-task surprises "
+                         "-log(1 - p) summed, read against the validation objects' sums)"}
+
+
+def calibrated_frame_scores(object_scores: np.ndarray, frame: np.ndarray, num_frames: int,
+                            config: ScoreConfig | None = None) -> np.ndarray:
+    """Calibrated frame scores: how unusual the most unusual object of each frame is, against normal data.
+
+    Each frame takes the maximum calibrated score of its objects (0 without objects), as the paper's frame
+    score is the maximum over the frame (no spatial mean filter: it would average an object with the empty
+    cells around it, and the value would no longer be an object's). Then the profile's temporal Gaussian
+    (``score.gauss_taps``, ``score.gauss_sigma``, as in the paper) smooths the frames' surprises
+    ``-log(1 - p)``, and the result is read back as a fraction: a geometric mean of the tail probabilities
+    ``1 - p`` over the Gaussian window. A frame is then over the threshold when, around it, the most unusual
+    objects are consistently more unusual than the threshold's share of normal objects: a single normal object
+    that the per-object threshold flags by chance (1 in 100) does not raise an alert, an object far beyond the
+    normal range does even alone, and a sustained anomaly does.
+
+    Args:
+        object_scores: (N,) calibrated object scores in [0, 1].
+        frame: (N,) the frame of each object.
+        num_frames: frames in the video.
+        config: the profile's score settings (None or ``gauss_taps`` <= 1: no smoothing).
+
+    Returns:
+        (num_frames,) float64 in [0, 1].
+    """
+    from .score import temporal_smoothing
+
+    peaks = np.zeros(num_frames, np.float64)
+    np.maximum.at(peaks, np.asarray(frame, int), to_surprise(object_scores))
+    if config is not None:
+        peaks = temporal_smoothing(peaks, config).astype(np.float64)
+    return -np.expm1(-np.maximum(peaks, 0.0))
+
+
+def alert_segments(frame_scores: np.ndarray, threshold: float, object_scores: np.ndarray, frame: np.ndarray,
+                   boxes: np.ndarray) -> list[dict]:
+    """The runs of consecutive frames whose calibrated frame score reaches ``threshold``.
+
+    Returns:
+        One record per run, in time order: ``start`` and ``end`` frame (inclusive), ``frames``, the highest
+        frame score ``peak_frame_score``, and the run's most unusual object ``peak_object``
+        (``frame``, ``box``, ``score``; None when the run's frames have no objects).
+    """
+    over = np.asarray(frame_scores) >= threshold
+    edges = np.flatnonzero(np.diff(np.r_[0, over.astype(np.int8), 0]))
+    frame = np.asarray(frame, int)
+    segments = []
+    for start, stop in zip(edges[::2], edges[1::2]):
+        inside = np.flatnonzero((frame >= start) & (frame < stop))
+        peak = None
+        if len(inside):
+            i = inside[np.argmax(np.asarray(object_scores)[inside])]
+            peak = {"frame": int(frame[i]), "box": [round(float(v), 1) for v in np.asarray(boxes)[i][:4]],
+                    "score": round(float(object_scores[i]), 6)}
+        segments.append({"start": int(start), "end": int(stop - 1), "frames": int(stop - start),
+                         "peak_frame_score": round(float(np.max(frame_scores[start:stop])), 6),
+                         "peak_object": peak})
+    return segments
+
+
+# -- runs and checkpoints ------------------------------------------------------------------------------------
+
+
+def run_validation_scores(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None,
+                          device: str = "auto", progress: bool = True, log=print) -> dict:
+    """The validation scores of a run's ``best.pt``, rebuilt from the run's training data (its dataset and cache
+    folders are read from ``run.json``; ``root`` and ``cache_root`` override them). Detections, frames and
+    teacher logits come from the caches when they are there."""
+    from .checkpoint import pick_device
+    from .evaluate import load_run
+    from .training_data import prepare_training_data
+
+    state, profile, dataset, cache = load_run(run_dir, root, cache_root)
+    data = prepare_training_data(dataset, profile, cache, progress=progress, log=log)
+    if not len(data.val_index):
+        raise SSMTLError(f"{run_dir}: its training data has no validation objects (train.val_fraction "
+                         f"{profile.train.val_fraction}), so there is nothing normal to calibrate on.")
+    return validation_scores(state, data, profile, pick_device(device))
+
+
+def calibrate_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None,
+                  device: str = "auto", force: bool = False, progress: bool = True, log=print) -> dict:
+    """``ssmtl calibrate``: add the validation scores to a run's ``best.pt`` (checkpoints written before
+    training stored them); written atomically. Returns the calibration's summary."""
+    from .checkpoint import load_checkpoint
+    from .io import atomic_path
+
+    best = Path(run_dir) / "best.pt"
+    state = load_checkpoint(best)
+    if force or not (state.get("calibration") or {}).get("objects"):
+        state["calibration"] = run_validation_scores(run_dir, root, cache_root, device, progress, log)
+        with atomic_path(best, suffix=".pt") as tmp:
+            torch.save(state, tmp)
+        log(f"{best}: calibration stored ({state['calibration']['objects']} validation objects)")
+    else:
+        log(f"{best} already holds its calibration ({state['calibration']['objects']} validation objects); "
+            "--force recomputes it")
+    return Calibration(state["calibration"], tuple(state["profile"]["train"]["tasks"])).summary()
+
+
+def checkpoint_calibration(state: dict, checkpoint: str | Path, tasks: tuple[str, ...], device: str = "auto",
+                           progress: bool = True, log=print, root: str | Path | None = None,
+                           cache_root: str | Path | None = None) -> Calibration:
+    """The calibration of a checkpoint; for one written before calibration existed, computed now from its run
+    folder (the checkpoint's folder, with its ``run.json``; ``root`` and ``cache_root`` override the dataset and
+    cache folders it names), or a clear error saying how to get one.
+
+    Raises:
+        SSMTLError: no calibration and none can be computed.
+    """
+    calibration = Calibration.from_state(state, tasks)
+    if calibration is not None:
+        return calibration
+    run_dir = Path(checkpoint).parent
+    how = (f"run `ssmtl calibrate --run {run_dir}` (add --root DATASET if the dataset moved) to store it in the "
+           "checkpoint, or pass --per-video-minmax for the paper's per-video normalisation")
+    if not (run_dir / "run.json").is_file():
+        raise SSMTLError(f"{checkpoint} holds no calibration (it predates calibrated scores) and {run_dir} has no "
+                         f"run.json to rebuild it from: {how}.")
+    log(f"{checkpoint} holds no calibration (it predates calibrated scores): computing it from the run's "
+        f"validation objects; {how.split(' (')[0]} to store it once")
+    try:
+        validation = run_validation_scores(run_dir, root, cache_root, device=device, progress=progress, log=log)
+    except SSMTLError as exc:
+        raise SSMTLError(f"{checkpoint} holds no calibration and it could not be rebuilt from {run_dir} ({exc}): "
+                         f"{how}.") from None
+    return Calibration(validation, tasks)
