@@ -8,30 +8,116 @@ interrupted run never leaves a half-written file that a rerun would mistake for 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .errors import SSMTLError
+
+#: errno values that mean "the disk is full" (ENOSPC, and EDQUOT: over quota).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: errno values that mean "this folder cannot be written" (read-only file system, no permission).
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def os_error_message(exc: OSError, path: str | Path | None = None) -> str:
+    """One line for a failed file operation: what failed, on which file, and what to do about it.
+
+    Args:
+        exc: the error.
+        path: the file being written, when the error itself does not name one.
+    """
+    name = exc.filename or path
+    where = f" {name}" if name else ""
+    if exc.errno in DISK_FULL:
+        return (f"no space left on the disk while writing{where}. Free some space (or point --cache / --out at a "
+                "larger disk) and rerun: finished work is kept and nothing half-written was left.")
+    if exc.errno in NOT_WRITABLE:
+        return (f"cannot write{where}: {exc.strerror or 'permission denied'} (read-only or not yours). Pass a "
+                "writable --cache / --out, or fix the folder's permissions.")
+    return f"{exc.strerror or type(exc).__name__} ({'errno ' + str(exc.errno) if exc.errno else 'I/O error'}):{where}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, stem: str | None = None) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` when its process died (kill -9, power).
+
+    Only files of this machine whose writing process is gone are removed, so a live writer's file is safe.
+    Files that cannot be removed (a read-only cache) are left alone.
+
+    Args:
+        folder: where to look.
+        stem: only the temporary files of this destination (``stem`` of its name); None: all of them, and the
+            :class:`Claim` files that no live process holds.
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    pattern = re.compile(rf"^\.{re.escape(stem) if stem is not None else '.+'}\.tmp(\d+)@{re.escape(_HOST)}\.")
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        elif stem is None and entry.name.startswith(".") and entry.name.endswith(".claim"):
+            # A claim file nobody holds: its run died after finishing (or before starting) its work.
+            claim = Claim(folder / entry.name[1:-len(".claim")])
+            with contextlib.suppress(SSMTLError, OSError):
+                if claim.acquire():
+                    claim.release()
+                    removed.append(Path(entry.path))
+    return removed
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path`` atomically.
+
+    The temporary file is named ``.<stem>.tmp<pid>@<host>.<random><suffix>``, so the next write of the same
+    destination removes what a killed writer left (:func:`remove_stale_temps`). A full disk or a folder that
+    cannot be written ends in :class:`SSMTLError` naming ``path``; no partial file is left either way.
 
     Args:
         path: the final destination.
         suffix: suffix for the temporary file (some writers, e.g. ``np.savez``, insist on one).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix if suffix is not None else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or ".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent, path.stem)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp{os.getpid()}@{_HOST}.", suffix=suffix or ".tmp",
+                                   dir=path.parent)
+    except OSError as exc:
+        raise SSMTLError(os_error_message(exc, path)) from None
     os.close(fd)
     # mkstemp creates files readable by the owner only; give them the permissions a plain open() would.
     umask = os.umask(0)
@@ -41,9 +127,108 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        # The disk filled up, or the folder is read-only: one message naming the destination. Other errors
+        # about other files (an unreadable input) keep their own type.
+        if exc.errno in DISK_FULL or (exc.errno in NOT_WRITABLE and exc.filename in (None, str(tmp_path))):
+            raise SSMTLError(os_error_message(exc, path)) from None
+        raise
     finally:
-        if tmp_path.exists():
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+
+
+class Claim:
+    """An exclusive claim on producing one file, so that concurrent runs never do the same work twice.
+
+    The claim is a lock file ``.<name>.claim`` next to ``target``, held with ``fcntl.flock``. The kernel drops
+    the lock when its process ends, however it ends (kill -9 included), so a claim left by a dead run is stale
+    by construction and the next :meth:`acquire` takes it over: there is no timeout to guess. The file records
+    who holds it (host, pid, start time) for messages. Typical use::
+
+        claim = Claim(cache_file)
+        if claim.acquire():            # or acquire(wait=True) to wait for another process holding it
+            try: ... write cache_file ...
+            finally: claim.release()
+        else: ...                      # another process is producing cache_file right now (claim.holder())
+
+    Args:
+        target: the file whose production is claimed.
+    """
+
+    def __init__(self, target: str | Path):
+        self.target = Path(target)
+        self.path = self.target.parent / f".{self.target.name}.claim"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the claim."""
+        return self._fd is not None
+
+    def acquire(self, wait: bool = False) -> bool:
+        """Take the claim; False (at once) when another live process holds it, unless ``wait``.
+
+        Raises:
+            SSMTLError: the folder cannot be written (read-only cache, full disk).
+        """
+        import fcntl
+
+        if self._fd is not None:
+            return True
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise SSMTLError(os_error_message(exc, self.path)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except BaseException:
+                os.close(fd)
+                raise
+            # The previous holder may have removed the file between our open and our lock: then we locked a
+            # file nobody else will see, so start again on the current one.
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        """Who holds the claim, for messages (``process 1234 on host since ...``)."""
+        try:
+            info = json.loads(self.path.read_text())
+            return f"process {info['pid']} on {info['host']} (since {info['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def release(self) -> None:
+        """Give the claim up (and remove its file)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> Claim:
+        self.acquire(wait=True)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -117,14 +302,20 @@ def package_versions() -> dict[str, str]:
 
 
 def machine_info() -> dict[str, Any]:
-    """The CPU model, core count and GPU (if any) of this machine, for benchmarks and reports."""
-    cpu = platform.processor() or platform.machine()
+    """The CPU model, its flags that decide the fast paths, core count and GPU (if any), for benchmarks and reports.
+
+    ``cpu_flags`` lists which of ``avx2``, ``avx512f``, ``avx512_vnni``, ``avx512_bf16``, ``amx_bf16`` and
+    ``amx_int8`` the CPU has (empty where ``/proc/cpuinfo`` is missing): whether bf16 and int8 run natively.
+    """
+    cpu, flags = platform.processor() or platform.machine(), set()
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+        pairs = [line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line]
+        fields = {key.strip(): value.strip() for key, value in pairs}  # the last core's; all cores are alike
+        cpu = fields.get("model name", cpu)
+        flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    info: dict[str, Any] = {"cpu": cpu, "cpu_flags": [f for f in wanted if f in flags], "cores": os.cpu_count(),
+                            "platform": platform.platform()}
     with contextlib.suppress(Exception):
         import torch
 

@@ -427,19 +427,21 @@ def test_load_frames_keeps_one_channel_for_grey_and_three_for_colour(tmp_path):
 
 def test_load_frames_memmap_cache_is_reused(avenue, tmp_path, monkeypatch):
     # A private copy: the cache must not depend on what other tests did with the shared fixture.
+    # The raw store (a memory map of the pixels); the default JPEG-tile store is tests/test_frames.py's.
     root = tmp_path / "avenue"
     shutil.copytree(avenue, root)
     video = open_dataset("avenue", root).train[0]
     cache = tmp_path / "frames_cache"
     reference = np.stack(_decode_all(video.source.path))
 
-    frames = load_frames(video, cache_dir=cache)
+    frames = load_frames(video, cache_dir=cache, store="raw")
     target = cache / "train" / f"{video.name}.npy"
     assert target.is_file()
     assert isinstance(frames, np.memmap)
     assert frames.shape == (AVENUE_TRAIN["01"], H, W, 3)
     np.testing.assert_array_equal(frames, reference)
-    assert [p.name for p in target.parent.iterdir()] == [target.name], "a temporary file was left behind"
+    # The frames and their input signature (the video file's size and time), no temporary file.
+    assert sorted(p.name for p in target.parent.iterdir()) == [f"{video.name}.json", target.name]
 
     os.utime(target, (1_000_000_000, 1_000_000_000))
 
@@ -447,7 +449,7 @@ def test_load_frames_memmap_cache_is_reused(avenue, tmp_path, monkeypatch):
         raise AssertionError("load_frames decoded the whole video again instead of reusing its cache")
 
     monkeypatch.setattr("ssmtl_core.data.frames._fill", no_decoding)
-    again = load_frames(video, cache_dir=cache)
+    again = load_frames(video, cache_dir=cache, store="raw")
     assert isinstance(again, np.memmap)
     np.testing.assert_array_equal(again, reference)
     assert target.stat().st_mtime == 1_000_000_000

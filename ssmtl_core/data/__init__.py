@@ -1,4 +1,4 @@
-"""Datasets: real layouts, the synthetic default, downloads and decoded frames (SPEC section 6)."""
+"""Datasets: real layouts, the synthetic default, downloads and decoded frames (``docs/method.md``, "Datasets")."""
 
 from .frames import load_frames
 from .layouts import DATASET_NAMES, Dataset, Video, open_dataset

@@ -1,4 +1,4 @@
-"""Datasets in their real layouts, behind one video/dataset abstraction (SPEC section 6).
+"""Datasets in their real layouts, behind one video/dataset abstraction (``docs/method.md``, "Datasets").
 
 A :class:`Dataset` has a name, a root, train and test lists of :class:`Video`; a video has a name, a
 split, a frame count and size, random access to RGB frames, and, for test videos, frame labels and pixel
@@ -22,7 +22,10 @@ backwards jump reopens the file once.
 from __future__ import annotations
 
 import csv
+import os
 import re
+import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,8 +34,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..config import DATASETS
 from ..errors import SSMTLError, require_dir
 from ..io import read_json, stable_hash
+
+#: Videos (train, test) of each benchmark's official release; a copy with fewer is reported as partial.
+OFFICIAL_VIDEOS: dict[str, tuple[int, int]] = {"ped2": (16, 12), "avenue": (16, 21), "shanghaitech": (330, 107)}
+SYNTHETIC_MARKER = ".synthetic-incomplete"  # ssmtl_core.data.synthetic writes it while generating
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 VIDEO_EXTS = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v")
@@ -43,6 +51,44 @@ def _natural_key(path: Path) -> list:
 
 
 # -- frame sources --------------------------------------------------------------------------------
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as exc:
+        raise SSMTLError(f"cannot read {path} ({exc.strerror}). Check the file and its permissions.") from None
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """False for a JPEG cut short: it must end with the end-of-image marker FFD9 (trailing padding allowed).
+
+    OpenCV decodes a truncated JPEG without an error, with the missing lower part grey, so the marker is
+    checked before decoding. Data that is not a JPEG (no FFD8 start) is not judged here.
+    """
+    if data[:2] != b"\xff\xd8":
+        return True
+    return data[-1024:].rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+
+
+def _decode_image(file: Path) -> np.ndarray:
+    """One frame file as BGR, refusing unreadable files and truncated JPEGs with a message naming the file."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise SSMTLError(f"cannot read frame {file} ({exc.strerror}). Check the file and its permissions.") from None
+    if not jpeg_is_complete(data):
+        raise SSMTLError(
+            f"frame {file} is a truncated JPEG ({len(data)} bytes, no end-of-image marker): its lower part would "
+            "decode grey. Replace it with a complete frame (or re-extract / re-download the dataset)."
+        )
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise SSMTLError(
+            f"cannot read frame {file}: the file is unreadable or not an image. "
+            "Replace it with a valid frame (or re-extract the dataset)."
+        )
+    return image
 
 
 class ImageFolderSource:
@@ -68,13 +114,21 @@ class ImageFolderSource:
             self._size = tuple(self.read(0).shape[:2])  # type: ignore[assignment]
         return self._size  # type: ignore[return-value]
 
+    def signature(self) -> str:
+        """A short hash of every frame file's name, size and modification time: changes when any frame does."""
+        return stable_hash([(p.name, st.st_size, st.st_mtime_ns) for p in self.files for st in [_stat(p)]], 16)
+
     def read(self, index: int) -> np.ndarray:
-        file = self.files[index]
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if image is None:
+        """Frame ``index`` as RGB; a clear error for an unreadable, truncated or differently sized frame."""
+        image = _decode_image(self.files[index])
+        if self._size is None:
+            self._size = image.shape[:2] if index == 0 else _decode_image(self.files[0]).shape[:2]
+        if image.shape[:2] != self._size:
+            height, width = self._size
             raise SSMTLError(
-                f"cannot read frame {file}: the file is unreadable or not an image. "
-                "Replace it with a valid frame (or re-extract the dataset)."
+                f"frame {self.files[index]} is {image.shape[1]}x{image.shape[0]} but the first frame of its video "
+                f"({self.files[0].name}) is {width}x{height}: all frames of a video must share one size. Replace "
+                "the odd frame (or re-extract the video's frames)."
             )
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
@@ -107,6 +161,11 @@ class VideoFileSource:
             self._count = self._count_by_decoding()
         self._capture: cv2.VideoCapture | None = None
         self._position = 0
+
+    def signature(self) -> str:
+        """A short hash of the video file's name, size and modification time."""
+        st = _stat(self.path)
+        return stable_hash([self.path.name, st.st_size, st.st_mtime_ns], 16)
 
     def _count_by_decoding(self) -> int:
         capture = cv2.VideoCapture(str(self.path))
@@ -193,6 +252,15 @@ class Video:
     def key(self) -> str:
         return f"{self.split}/{self.name}"
 
+    @property
+    def input_signature(self) -> str:
+        """A short hash of the size and modification time of the video's frame files (or video file).
+
+        Caches store it with each entry and recompute the entry when it changes (a repaired frame, a
+        re-extracted video), since the dataset's fingerprint only covers names and frame counts.
+        """
+        return self.source.signature()
+
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` (0-based) as an RGB uint8 array (H, W, 3)."""
         if not 0 <= index < self.num_frames:
@@ -207,7 +275,7 @@ class Video:
     def labels(self) -> np.ndarray | None:
         """Frame labels (uint8, 1 = abnormal) or None; checked against the frame count."""
         if self._labels is None and self.labels_fn is not None:
-            labels = np.asarray(self.labels_fn()).astype(np.uint8).reshape(-1)
+            labels = check_labels(self.labels_fn(), self.source.path)
             if len(labels) != self.num_frames:
                 raise SSMTLError(
                     f"video {self.source.path} has {self.num_frames} frames but its ground truth lists "
@@ -248,6 +316,7 @@ class Dataset:
         test: test videos.
         tracks_fn: loads ground-truth object tracks (for RBDC/TBDC) where the layout ships them.
         meta: anything else the layout knows (e.g. the synthetic generator's settings).
+        labels_looked: where the reader looked for frame labels when it found none.
     """
 
     name: str
@@ -257,6 +326,40 @@ class Dataset:
     test: list[Video]
     tracks_fn: Callable[[], object] | None = None
     meta: dict = field(default_factory=dict)
+    labels_looked: list[str] = field(default_factory=list)
+
+    @property
+    def official_videos(self) -> tuple[int, int] | None:
+        """(train, test) videos of the full release (the generator's counts for the synthetic dataset)."""
+        if self.name == "synthetic":
+            train, test = self.meta.get("train_videos"), self.meta.get("test_videos")
+            return (len(train), len(test)) if isinstance(train, dict) and isinstance(test, dict) else None
+        return OFFICIAL_VIDEOS.get(self.name)
+
+    @property
+    def partial(self) -> bool:
+        """True when the copy holds fewer videos than the official release (results are not comparable)."""
+        official = self.official_videos
+        return official is not None and (len(self.train) < official[0] or len(self.test) < official[1])
+
+    def partial_warning(self) -> str | None:
+        """One line saying how much of the release this copy holds, or None for a complete copy."""
+        if not self.partial:
+            return None
+        train, test = self.official_videos  # type: ignore[misc]
+        return (f"{self.root} holds {len(self.train)} training and {len(self.test)} test videos, but the official "
+                f"{self.name} release has {train} and {test}: this copy is partial, and its results are marked "
+                "partial and are not comparable with published ones.")
+
+    def missing_ground_truth(self) -> str | None:
+        """A message naming where the frame labels were looked for, when some test video has none; else None."""
+        missing = [v for v in self.test if v.labels_fn is None]
+        if not missing:
+            return None
+        looked = ", ".join(self.labels_looked) or str(self.root)
+        return (f"no frame labels (ground truth) for {len(missing)} of the {len(self.test)} test videos of "
+                f"{self.root}; looked for: {looked}. Unpack the dataset's ground truth there (README: real data); "
+                "evaluation needs it.")
 
     def videos(self, split: str) -> list[Video]:
         """The videos of ``split`` (``train`` or ``test``)."""
@@ -288,7 +391,12 @@ class Dataset:
         return f"{self.name}-{self.fingerprint}"
 
     def summary(self) -> dict:
-        """Counts of videos, frames and abnormal frames per split (``ssmtl info``)."""
+        """Counts of videos, frames and abnormal frames per split (``ssmtl info``; every ``metrics.json``).
+
+        ``partial`` is true, with ``official_videos`` giving the release's counts, for a copy with fewer videos
+        than the official release; ``ground_truth_looked`` (only when test videos have no labels) says where
+        the labels were looked for.
+        """
         test_labels = [v.labels for v in self.test]
         abnormal = int(sum(int(lab.sum()) for lab in test_labels if lab is not None))
         frame_size = self.test[0].frame_size if self.test else self.train[0].frame_size
@@ -304,6 +412,10 @@ class Dataset:
             "root": str(self.root),
             "frame_size": list(frame_size),
             "cache_id": self.cache_id,
+            "partial": self.partial,
+            "official_videos": dict(zip(("train", "test"), self.official_videos or (None, None))),
+            **({"ground_truth_looked": list(self.labels_looked) or [str(self.root)]}
+               if any(v.labels_fn is None for v in self.test) else {}),
         }
 
 
@@ -349,6 +461,43 @@ def _masks_from_image_folder(folder: Path) -> Callable[[], np.ndarray]:
             masks.append(image > 127)
         return np.stack(masks)
     return load
+
+
+def _load_array(path: Path, what: str) -> np.ndarray:
+    """A ``.npy`` array, or one message naming the file for anything unreadable (pickles, garbage, .npz)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError, OSError, EOFError, UnpicklingError for bad files
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise SSMTLError(f"cannot read {what} {path} ({reason}): expected a NumPy .npy array of numbers. "
+                         "Re-create the file (np.save) or re-download the dataset.") from None
+    if not isinstance(data, np.ndarray):  # an .npz archive under a .npy name
+        data.close()
+        raise SSMTLError(f"{what} {path} is an .npz archive, not a .npy array. Save the array with np.save.")
+    return data
+
+
+def check_labels(labels: object, source: str | Path) -> np.ndarray:
+    """Frame labels as uint8 0/1, or one message naming ``source`` for anything but 0/1 numbers.
+
+    Labels are never rounded: 0.7 is refused, not read as 0.
+    """
+    array = np.asarray(labels)
+    if array.dtype.kind not in "biuf":
+        raise SSMTLError(f"frame labels {source} hold {array.dtype} values, not numbers: expected one 0 (normal) "
+                         "or 1 (abnormal) per frame. Re-create the file with numeric labels.")
+    flat = array.reshape(-1)
+    bad = ~np.isin(flat, (0, 1))
+    if bad.any():
+        values = ", ".join(f"{v:g}" for v in np.unique(flat[bad])[:3].tolist())
+        raise SSMTLError(f"frame labels {source} hold values other than 0 and 1 ({values}; first at frame "
+                         f"{int(np.flatnonzero(bad)[0])}): expected one 0 (normal) or 1 (abnormal) per frame. "
+                         "Fix the file; labels are not rounded.")
+    return flat.astype(np.uint8)
+
+
+def _load_labels(path: Path) -> np.ndarray:
+    return check_labels(_load_array(path, "frame labels"), path)
 
 
 def _split_labels(concatenated: np.ndarray, videos: list[Video], source: Path) -> None:
@@ -413,14 +562,14 @@ def _jpg_frames(name: str, root: Path) -> Dataset:
     per_video_dirs = [root / "testing" / "test_frame_mask", root / "testing" / "frame_labels", gt / "frame_labels"]
     label_file = next((p for p in concatenated if p.is_file()), None)
     if label_file is not None:
-        _split_labels(np.load(label_file).reshape(-1).astype(np.uint8), test, label_file)
+        _split_labels(_load_labels(label_file), test, label_file)
     elif (d := next((p for p in per_video_dirs if p.is_dir()), None)) is not None:
         for video in test:
             file = d / f"{video.name}.npy"
             if not file.is_file():
                 raise SSMTLError(f"missing frame labels {file} for test video {video.name}. Add the file "
                                  "(one 0/1 value per frame) or remove the video.")
-            video.labels_fn = lambda file=file: np.load(file)
+            video.labels_fn = lambda file=file: _load_labels(file)
     elif (m := next(iter(sorted(gt.glob("*.m"))), None) if gt.is_dir() else None) is not None:
         ranges = _parse_matlab_ranges(m)
         if len(ranges) != len(test):
@@ -428,6 +577,7 @@ def _jpg_frames(name: str, root: Path) -> Dataset:
                              f"{len(test)}. Check that the ground truth belongs to this dataset.")
         for video, video_ranges in zip(test, ranges):
             video.labels_fn = lambda r=video_ranges, n=video.num_frames: _labels_from_ranges(r, n)
+    looked = [str(p) for p in concatenated[:3]] + [f"{d}/NN.npy" for d in per_video_dirs] + [f"{gt}/*.m"]
 
     # Pixel masks: an npz keyed TestNNN (or by video name), or one .npy per video.
     mask_npz = gt / "pixel_masks.npz"
@@ -436,22 +586,26 @@ def _jpg_frames(name: str, root: Path) -> Dataset:
         if mask_npz.is_file():
             video.masks_fn = lambda i=i, v=video: _npz_mask(mask_npz, [f"Test{i + 1:03d}", v.name])
         elif (mask_dir / f"{video.name}.npy").is_file():
-            video.masks_fn = lambda f=mask_dir / f"{video.name}.npy": np.load(f)
+            video.masks_fn = lambda f=mask_dir / f"{video.name}.npy": _load_array(f, "pixel masks")
 
     tracks_fn = None
     if (gt / "tracks.csv").is_file():
         tracks_fn = lambda: _read_synthetic_tracks(gt / "tracks.csv", test)  # noqa: E731
     elif (gt / "tracks").is_dir():
         tracks_fn = lambda: _read_track_folder(gt / "tracks", test)  # noqa: E731
-    return Dataset(name, root, "jpg_frames", train, test, tracks_fn, meta)
+    return Dataset(name, root, "jpg_frames", train, test, tracks_fn, meta, looked)
 
 
 def _npz_mask(path: Path, keys: list[str]) -> np.ndarray:
-    with np.load(path) as data:
-        for key in keys:
-            if key in data.files:
-                return data[key]
-        raise SSMTLError(f"{path} has no mask for test video {keys[-1]} (looked for keys {', '.join(keys)}).")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in keys:
+                if key in data.files:
+                    return data[key]
+    except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile, AttributeError) as exc:
+        raise SSMTLError(f"cannot read pixel masks {path} ({str(exc)[:120] or type(exc).__name__}): expected an "
+                         ".npz of boolean arrays keyed TestNNN. Re-create or re-download it.") from None
+    raise SSMTLError(f"{path} has no mask for test video {keys[-1]} (looked for keys {', '.join(keys)}).")
 
 
 def _ucsd_official(name: str, root: Path) -> Dataset:
@@ -478,7 +632,8 @@ def _ucsd_official(name: str, root: Path) -> Dataset:
             video.labels_fn = lambda r=ranges[i], n=video.num_frames: _labels_from_ranges(r, n)
         elif video.masks_fn is not None:
             video.labels_fn = lambda v=video: v.pixel_masks().any(axis=(1, 2))
-    return Dataset(name, root, "ucsd_official", train, test)
+    return Dataset(name, root, "ucsd_official", train, test,
+                   labels_looked=[f"{test_dir}/*.m", f"{test_dir}/TestNNN_gt/"])
 
 
 def _avenue_official(name: str, root: Path) -> Dataset:
@@ -490,14 +645,16 @@ def _avenue_official(name: str, root: Path) -> Dataset:
 
     train = videos(root / "training_videos", "train")
     test = videos(root / "testing_videos", "test")
-    mask_dir = next((p for p in [root / "ground_truth_demo" / "testing_label_mask", root / "testing_label_mask"]
-                     if p.is_dir()), None)
+    # The official zips unpack side by side: 'Avenue Dataset/' (videos) and 'ground_truth_demo/' (masks).
+    mask_dirs = [root / "ground_truth_demo" / "testing_label_mask", root / "testing_label_mask",
+                 root.parent / "ground_truth_demo" / "testing_label_mask"]
+    mask_dir = next((p for p in mask_dirs if p.is_dir()), None)
     if mask_dir is not None:
         for video in test:
             file = mask_dir / f"{int(video.name)}_label.mat"
             video.masks_fn = lambda f=file: _avenue_masks(f)
             video.labels_fn = lambda v=video: v.pixel_masks().any(axis=(1, 2))
-    return Dataset(name, root, "avenue_official", train, test)
+    return Dataset(name, root, "avenue_official", train, test, labels_looked=[str(p) for p in mask_dirs])
 
 
 def _avenue_masks(path: Path) -> np.ndarray:
@@ -530,13 +687,14 @@ def _shanghaitech_official(name: str, root: Path) -> Dataset:
         label_file = root / "testing" / "test_frame_mask" / f"{video.name}.npy"
         mask_file = root / "testing" / "test_pixel_mask" / f"{video.name}.npy"
         if label_file.is_file():
-            video.labels_fn = lambda f=label_file: np.load(f)
+            video.labels_fn = lambda f=label_file: _load_labels(f)
         if mask_file.is_file():
-            video.masks_fn = lambda f=mask_file: np.load(f)
+            video.masks_fn = lambda f=mask_file: _load_array(f, "pixel masks")
     tracks_dir = next((p for p in [root / "testing" / "test_tracks", root / "ground_truth" / "tracks"]
                        if p.is_dir()), None)
     tracks_fn = (lambda: _read_track_folder(tracks_dir, test)) if tracks_dir else None
-    return Dataset(name, root, "shanghaitech_official", train, test, tracks_fn)
+    return Dataset(name, root, "shanghaitech_official", train, test, tracks_fn,
+                   labels_looked=[f"{root / 'testing' / 'test_frame_mask'}/<video>.npy"])
 
 
 #: layout name -> (test that a folder has this layout, reader)
@@ -556,7 +714,7 @@ LAYOUT_HELP = (
     "training/videos/*.avi + testing/frames/* (official ShanghaiTech)"
 )
 
-DATASET_NAMES = ("synthetic", "ped2", "avenue", "shanghaitech")
+DATASET_NAMES = DATASETS
 
 
 def open_dataset(name: str, root: str | Path) -> Dataset:
@@ -589,7 +747,14 @@ def open_dataset(name: str, root: str | Path) -> Dataset:
     for sub in subdirs:
         candidates += children(sub)
     for candidate in candidates:
+        if (candidate / SYNTHETIC_MARKER).exists():
+            raise SSMTLError(f"{candidate} is a synthetic dataset whose generation was interrupted (it still holds "
+                             f"{SYNTHETIC_MARKER}), so some frames may be half-written. Rerun `ssmtl synth --out "
+                             f"{candidate}` with the same --size and --seed to finish it.")
         for matches, reader in LAYOUTS.values():
             if matches(candidate):
-                return reader(name, candidate)
+                dataset = reader(name, candidate)
+                if (warning := dataset.partial_warning()) is not None:
+                    print(f"warning: {warning}", file=sys.stderr, flush=True)
+                return dataset
     raise SSMTLError(f"{root} does not look like a {name} dataset: {LAYOUT_HELP}.")
