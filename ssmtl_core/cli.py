@@ -1,44 +1,50 @@
 """The ``ssmtl`` command line: every stage of the study, one sub-command each.
 
-``ssmtl info | download | synth | detect | model | train | evaluate | score-video``. Flags map onto the
+``ssmtl info | download | synth | detect | model | train | calibrate | evaluate | score-video``. Flags map onto the
 dataclasses of :mod:`ssmtl_core.config` (``--params FILE.yaml`` loads a profile file first; flags given on the
-command line win). Problems a user can fix end in one message and exit status 2, without a traceback.
+command line win). Every flag that is also a notebook parameter or a profile field takes its name, type and
+help from the one table of :mod:`ssmtl_core.settings`. Problems a user can fix end in one message and exit
+status 2, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 
-from .config import ARCHITECTURES, DATASETS, load_profile
+from . import settings
+from .config import load_profile
 from .errors import SSMTLError
+from .io import os_error_message
 
 DEFAULT_CACHE = os.environ.get("SSMTL_CACHE", "cache")
+#: The flags (by notebook parameter name, ssmtl_core/settings.py) of detection and of training.
+DETECT_SETTINGS = ("DETECTOR", "DETECTOR_WEIGHTS", "CONF", "TILES")
+TRAIN_SETTINGS = ("ARCH", "EPOCHS", "TASKS", "TEACHER", "BATCH_SIZE", "LR", "SEED", "DEVICE", "PRECISION",
+                  "FRAME_STRIDE", "MAX_OBJECTS", "CROP_SIZE")
 
 
 def _add_dataset(parser: argparse.ArgumentParser, root_required: bool = True) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASETS,
-                        help="dataset profile; the layout is recognised from the folder")
-    parser.add_argument("--root", required=root_required, help="the dataset folder")
+    settings.add_arguments(parser, ("PROFILE", "DATA_ROOT"), required=("PROFILE", "DATA_ROOT")[:1 + root_required])
 
 
 def _add_detect(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("detection")
-    group.add_argument("--detector", choices=("yolo", "motion"), help="object detector (default: the profile's)")
-    group.add_argument("--weights", help="YOLO weights: a name (yolov3u.pt), a .pt file or an exported folder")
-    group.add_argument("--conf", type=float, help="confidence threshold of kept boxes")
-    group.add_argument("--tiles", type=int, choices=(1, 2, 4), help="frames packed into one YOLO input (speed)")
-    group.add_argument("--cache", default=DEFAULT_CACHE, help="cache folder (default: ./cache or $SSMTL_CACHE)")
-    group.add_argument("--params", help="YAML file of settings (sections detect/sample/train/score)")
+    settings.add_arguments(group, DETECT_SETTINGS)
+    settings.add_arguments(group, ("CACHE_DIR",), CACHE_DIR=DEFAULT_CACHE)
+    group.add_argument("--params", help="YAML file of settings: notebook parameters (EPOCHS: 3), sections "
+                                        "(train: {epochs: 3}) or dotted fields (train.epochs: 3)")
 
 
-def _profile(args: argparse.Namespace, extra: dict | None = None):
-    overrides = {"detect.detector": getattr(args, "detector", None), "detect.weights": getattr(args, "weights", None),
-                 "detect.conf": getattr(args, "conf", None), "detect.tiles": getattr(args, "tiles", None)}
-    overrides.update(extra or {})
-    return load_profile(args.dataset, getattr(args, "params", None), overrides)
+def _profile(args: argparse.Namespace, parameters: tuple[str, ...] = ()):
+    """The profile of ``--dataset``, then ``--params``, then the flags of ``DETECT_SETTINGS + parameters``."""
+    params_file = getattr(args, "params", None)
+    overrides = settings.read_settings_file(params_file) if params_file else {}
+    overrides.update(settings.args_to_overrides(args, DETECT_SETTINGS + tuple(parameters)))
+    return load_profile(args.dataset, None, overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,28 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", help="comma-separated video names (default: all)")
     p.add_argument("--force", action="store_true", help="recompute cached videos")
     p.add_argument("--device", default="cpu", help="torch device for .pt weights")
+    settings.add_arguments(p, ("SHARD",))
+    settings.add_arguments(p.add_argument_group("teacher logits (cached with the detections when --teacher is given)"),
+                           ("TEACHER",))
+    p.add_argument("--teacher-weights", help="state dict of the ImageNet teacher")
 
     p = sub.add_parser("model", help="print the layers of an architecture")
-    p.add_argument("--arch", required=True, choices=ARCHITECTURES)
+    settings.add_arguments(p, ("ARCH", "CROP_SIZE"), required=("ARCH",), CROP_SIZE=64)
     p.add_argument("--kd-dim", type=int, default=1080, help="length of the distillation target")
-    p.add_argument("--crop-size", type=int, default=64)
 
     p = sub.add_parser("train", help="train the 3D CNN on the four proxy tasks (resumes an interrupted run)")
     _add_dataset(p)
     _add_detect(p)
-    p.add_argument("--arch", choices=ARCHITECTURES)
-    p.add_argument("--epochs", type=int)
+    settings.add_arguments(p.add_argument_group("training"), TRAIN_SETTINGS)
     p.add_argument("--out", required=True, help="run folder (best.pt, last.pt, history.csv, run.json)")
-    p.add_argument("--tasks", help="comma-separated subset of aot,irr,mid,kd (the ablation)")
-    p.add_argument("--teacher", choices=("efficientnet_lite0", "resnet50", "none"))
     p.add_argument("--teacher-weights", help="state dict of the ImageNet teacher")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu or cuda")
-    p.add_argument("--frame-stride", type=int, help="training objects from every k-th frame")
-    p.add_argument("--max-objects", type=int, help="cap on training objects")
-    p.add_argument("--crop-size", type=int, help="crop side (64 in the paper)")
+
+    p = sub.add_parser("calibrate", help="store a run's validation scores in its best.pt (for calibrated scores "
+                                         "with a checkpoint written before they existed)")
+    p.add_argument("--run", required=True, help="run folder written by ssmtl train")
+    p.add_argument("--root", help="dataset folder (default: the one the run used)")
+    p.add_argument("--cache", help="cache folder (default: the one the run used)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="recompute a calibration the checkpoint already holds")
 
     p = sub.add_parser("evaluate", help="score a trained run and write metrics.json")
     p.add_argument("--run", required=True, help="run folder written by ssmtl train")
@@ -100,19 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", help="an .mp4/.avi file (or a folder of frames)")
     p.add_argument("--checkpoint", required=True, help="best.pt of a trained run")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--detector", choices=("yolo", "motion"), help="default: the checkpoint's")
-    p.add_argument("--weights", help="YOLO weights (default: the checkpoint's)")
-    p.add_argument("--conf", type=float)
+    settings.add_arguments(p, ("DETECTOR", "DETECTOR_WEIGHTS", "CONF"))  # default: the checkpoint's
     p.add_argument("--device", default="auto")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="annotated video format")
     p.add_argument("--teacher-weights", help="state dict of the ImageNet teacher")
+    p.add_argument("--per-video-minmax", action="store_true",
+                   help="the paper's per-video min-max normalisation instead of calibrated scores (the most unusual "
+                        "object of any video then scores 1, and there are no alerts)")
+    p.add_argument("--threshold", type=float,
+                   help="alert threshold of the calibrated scores, in (0, 1) (default: the checkpoint's, the 99th "
+                        "percentile of its normal validation objects)")
     return parser
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .data import open_dataset
 
-    summary = open_dataset(args.dataset, args.root).summary()
+    dataset = open_dataset(args.dataset, args.root)
+    summary = dataset.summary()
+    if (missing := dataset.missing_ground_truth()) is not None:
+        print(f"warning: {missing}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -120,7 +134,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
               f"{summary['frame_size'][0]}")
         print(f"  train: {summary['train']['videos']} videos, {summary['train']['frames']} frames")
         test = summary["test"]
-        print(f"  test:  {test['videos']} videos, {test['frames']} frames, {test['abnormal_frames']} abnormal")
+        abnormal = "no ground truth" if test["abnormal_frames"] is None else f"{test['abnormal_frames']} abnormal"
+        print(f"  test:  {test['videos']} videos, {test['frames']} frames, {abnormal}")
+        if summary["partial"]:
+            official = summary["official_videos"]
+            print(f"  partial copy: the official release has {official['train']} training and {official['test']} "
+                  "test videos")
     return 0
 
 
@@ -144,19 +163,43 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from .data import open_dataset
     from .detect import detect_dataset
 
-    profile = _profile(args)
+    profile = _profile(args, ("TEACHER",))
     dataset = open_dataset(args.dataset, args.root)
     splits = ("train", "test") if args.split == "all" else (args.split,)
     videos = [v.strip() for v in args.videos.split(",")] if args.videos else None
+    shard = parse_shard(args.shard)
     cache = detect_dataset(dataset, profile.detect, args.cache, splits=splits, videos=videos, force=args.force,
-                           device=args.device)
+                           device=args.device, shard=shard)
     print(f"detections cached in {cache.folder}")
+    if args.teacher not in (None, "none"):
+        from .teachers import fill_teacher_cache
+
+        teacher = fill_teacher_cache(args.cache, dataset, cache, profile.train, splits=splits, videos=videos,
+                                     shard=shard, weights=args.teacher_weights)
+        print(f"teacher logits cached in {teacher.folder}")
     return 0
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``--shard i/n`` -> ``(i, n)``: this process takes every n-th video from the i-th (0-based)."""
+    if not text:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if count < 1 or not 0 <= index < count:
+        raise SSMTLError(f"--shard {text}: expected i/n with 0 <= i < n, e.g. --shard 0/2 and --shard 1/2 for two "
+                         "processes.")
+    return index, count
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
     from .model import SSMTLModel, layer_table
 
+    if args.crop_size < 8 or args.kd_dim < 0:
+        raise SSMTLError(f"--crop-size must be at least 8 and --kd-dim at least 0; got {args.crop_size} and "
+                         f"{args.kd_dim}.")
     model = SSMTLModel(args.arch, args.kd_dim, crop_size=args.crop_size)
     rows = layer_table(model)
     print(f"{args.arch}: input (3, 7, {args.crop_size}, {args.crop_size}) for the sequence heads, "
@@ -172,18 +215,28 @@ def _cmd_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .data import open_dataset
     from .train import train
+    from .training_data import prepare_training_data
 
-    extra = {"train.arch": args.arch, "train.epochs": args.epochs, "train.tasks": args.tasks,
-             "train.teacher": args.teacher, "train.batch_size": args.batch_size, "train.lr": args.lr,
-             "train.seed": args.seed, "train.device": args.device, "sample.train_frame_stride": args.frame_stride,
-             "sample.max_train_objects": args.max_objects, "sample.crop_size": args.crop_size}
-    profile = _profile(args, extra)
+    profile = _profile(args, TRAIN_SETTINGS)
     dataset = open_dataset(args.dataset, args.root)
-    summary = train(dataset, profile, args.cache, args.out, teacher_weights=args.teacher_weights)
-    print(json.dumps(summary, indent=2))
+    if (missing := dataset.missing_ground_truth()) is not None:  # found now, not after training and scoring
+        raise SSMTLError(missing)
+    world = distributed.join(profile.train.device)  # one process unless started by torchrun
+    with distributed.main_first(world):  # rank 0 fills the caches, the other ranks read them
+        data = prepare_training_data(dataset, profile, args.cache, teacher_weights=args.teacher_weights,
+                                     progress=world.main, log=print if world.main else _silent)
+    summary = train(data, profile, args.out)
+    if world.main:
+        print(json.dumps(summary, indent=2))
+    distributed.leave()
     return 0
+
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -194,28 +247,73 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate_run
+
+    summary = calibrate_run(args.run, root=args.root, cache_root=args.cache, device=args.device, force=args.force)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _cmd_score_video(args: argparse.Namespace) -> int:
     from .apply import score_video_file
 
-    overrides = {"detect.detector": args.detector, "detect.weights": args.weights, "detect.conf": args.conf}
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise SSMTLError(f"--threshold must lie in (0, 1) (a fraction of normal objects); got {args.threshold}.")
+    overrides = settings.args_to_overrides(args, ("DETECTOR", "DETECTOR_WEIGHTS", "CONF"))
     result = score_video_file(args.video, args.checkpoint, args.out, overrides=overrides, device=args.device,
-                              video_format=args.format, teacher_weights=args.teacher_weights)
+                              video_format=args.format, teacher_weights=args.teacher_weights,
+                              per_video_minmax=args.per_video_minmax, threshold=args.threshold,
+                              log=lambda message: print(message, file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2))
     return 0
 
 
 COMMANDS = {"info": _cmd_info, "download": _cmd_download, "synth": _cmd_synth, "detect": _cmd_detect,
-            "model": _cmd_model, "train": _cmd_train, "evaluate": _cmd_evaluate, "score-video": _cmd_score_video}
+            "model": _cmd_model, "train": _cmd_train, "calibrate": _cmd_calibrate, "evaluate": _cmd_evaluate,
+            "score-video": _cmd_score_video}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``ssmtl`` and ``python -m ssmtl_core``."""
+    """Entry point of ``ssmtl`` and ``python -m ssmtl_core``.
+
+    Exit status 0 on success; 2 with one ``error:`` line naming the file and the fix for anything a user can
+    fix (bad settings, files or folders, a full or read-only disk); 1 with one line for an unexpected error (a
+    bug: ``SSMTL_DEBUG=1`` shows its traceback); 130 after Ctrl-C. No traceback reaches the terminal.
+    """
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except SSMTLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
+    except OSError as exc:  # a full disk, a read-only cache, a file that vanished: what and where
+        return _fail(os_error_message(exc), 2)
+    except MemoryError:
+        return _fail("out of memory: use smaller settings (--batch-size, --max-objects, --crop-size) or a machine "
+                     "with more memory.", 2)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("SSMTL_DEBUG"):
+            raise
+        where = ""
+        if (tb := exc.__traceback__) is not None:
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+        text = str(exc).strip().splitlines()
+        return _fail(f"unexpected {type(exc).__name__}{where}: {text[0] if text else ''} (a bug: please report it; "
+                     "rerun with SSMTL_DEBUG=1 to see the traceback).", 1)
+
+
+def _fail(message: str, status: int) -> int:
+    """Print ``error: message`` as the last line, on a line of its own, and return ``status``."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):  # progress bars the error interrupted: end their lines
+        with contextlib.suppress(Exception):
+            bar.close()
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return status

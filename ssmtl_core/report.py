@@ -2,7 +2,7 @@
 
 Every ``metrics.json`` says what produced it: the notebook and its parameters, the dataset, the detector,
 the teacher, the package versions and the seed. ``07_results_tables`` reads them all back and renders the
-paper-style tables next to the authors' numbers (SPEC section 5); it never retrains.
+paper-style tables next to the authors' numbers (``docs/method.md``, "Reference numbers"); it never retrains.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from .config import TASK_NAMES
 from .io import package_versions, read_json, write_json
 
-#: The authors' object-level results (micro AUC, macro AUC, RBDC, TBDC), SPEC section 5, as fractions.
+#: The authors' object-level results (micro AUC, macro AUC, RBDC, TBDC), ``docs/method.md`` "Reference numbers", as fractions.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
     "avenue": {"micro_auc": 0.915, "macro_auc": 0.919, "rbdc": 0.570, "tbdc": 0.583},
     "shanghaitech": {"micro_auc": 0.824, "macro_auc": 0.893, "rbdc": 0.428, "tbdc": 0.839},
@@ -27,7 +28,7 @@ PAPER_PED2_ARCH_MICRO: dict[str, float] = {"shallow_narrow": 0.921, "deep_narrow
                                             "deep_wide": 0.975}
 PAPER_PED2_TASK_MICRO: dict[str, float] = {"aot": 0.818, "irr": 0.820, "mid": 0.936, "kd": 0.964}
 
-#: Best open peers, micro AUC (Ped2 / Avenue / ShanghaiTech), SPEC section 5.
+#: Best open peers, micro AUC (Ped2 / Avenue / ShanghaiTech), ``docs/method.md`` "Reference numbers".
 PEERS_MICRO: dict[str, dict[str, float]] = {
     "Accurate-Interpretable-VAD": {"ped2": 0.991, "avenue": 0.937, "shanghaitech": 0.859},
     "Jigsaw-VAD": {"ped2": 0.990, "avenue": 0.922, "shanghaitech": 0.843},
@@ -35,7 +36,7 @@ PEERS_MICRO: dict[str, dict[str, float]] = {
 }
 
 METRICS = ("micro_auc", "macro_auc", "rbdc", "tbdc")
-TASK_LABELS = {"aot": "arrow of time", "irr": "motion irregularity", "mid": "middle box", "kd": "distillation"}
+TASK_LABELS = TASK_NAMES
 ARCH_ORDER = ("shallow_narrow", "deep_narrow", "shallow_wide", "deep_wide")
 
 
@@ -71,15 +72,24 @@ def collect_results(reports_dir: str | Path) -> dict[str, Any]:
     """Every metrics.json of one profile's reports: per architecture (06) and per single task (01-04)."""
     reports = Path(reports_dir)
     archs: dict[str, dict] = {}
+    seeds: dict[str, dict[int, dict]] = {}
     for path in sorted(reports.glob("06_evaluate/*/metrics.json")):
-        archs[path.parent.name] = read_json(path)
+        name = path.parent.name
+        arch, _, seed = name.partition("-seed")
+        if seed:
+            seeds.setdefault(arch, {})[int(seed)] = read_json(path)
+        else:
+            archs[name] = read_json(path)
+    for arch in seeds:
+        if arch in archs:
+            seeds[arch][0] = archs[arch]
     tasks: dict[str, dict] = {}
     for name, task in (("01_arrow_of_time", "aot"), ("02_motion_irregularity", "irr"),
                        ("03_middle_box_prediction", "mid"), ("04_knowledge_distillation", "kd")):
         path = reports / name / "metrics.json"
         if path.is_file():
             tasks[task] = read_json(path)
-    return {"archs": archs, "tasks": tasks}
+    return {"archs": archs, "tasks": tasks, "seeds": {a: dict(sorted(v.items())) for a, v in seeds.items()}}
 
 
 def architecture_rows(results: dict[str, Any], profile: str) -> list[dict]:
@@ -91,7 +101,8 @@ def architecture_rows(results: dict[str, Any], profile: str) -> list[dict]:
         settings = metrics.get("settings", {}).get("profile", {})
         train, sample = settings.get("train", {}), settings.get("sample", {})
         row = {"name": arch, **{m: metrics.get(m) for m in METRICS},
-               "epochs_trained": train.get("epochs"), "best_epoch": metrics.get("checkpoint", {}).get("epoch"),
+               "epochs_trained": metrics.get("training", {}).get("epochs", train.get("epochs")),
+               "best_epoch": metrics.get("checkpoint", {}).get("epoch"),
                "max_train_objects": sample.get("max_train_objects"),
                "best_val_loss": metrics.get("checkpoint", {}).get("best_val_loss")}
         for m in METRICS:
@@ -104,6 +115,37 @@ def architecture_rows(results: dict[str, Any], profile: str) -> list[dict]:
                     row[f"paper_{m}"] = None
         rows.append(row)
     return rows
+
+
+def seed_rows(results: dict[str, Any]) -> list[dict]:
+    """The seed study: each seed's four numbers for the repeated architecture, then their mean, standard
+    deviation (n - 1) and range."""
+    rows = []
+    for arch, by_seed in results.get("seeds", {}).items():
+        for seed, metrics in by_seed.items():
+            rows.append({"arch": arch, "seed": seed, **{m: metrics.get(m) for m in METRICS},
+                         "epochs": metrics.get("training", {}).get("epochs"),
+                         "best_val_loss": metrics.get("checkpoint", {}).get("best_val_loss")})
+        values = {m: np.array([r[m] for r in rows if r["arch"] == arch and r[m] is not None], float) for m in METRICS}
+        for stat, fn in (("mean", np.mean), ("std", lambda v: np.std(v, ddof=1) if len(v) > 1 else np.nan),
+                         ("min", np.min), ("max", np.max)):
+            rows.append({"arch": arch, "seed": stat, **{m: float(fn(v)) if len(v) else None for m, v in values.items()}})
+    return rows
+
+
+def markdown_seed_table(rows: list[dict]) -> str:
+    """The seed study as a markdown table (%), the mean and spread under the seeds."""
+    if not rows:
+        return ""
+    lines = ["| architecture | seed | " + " | ".join(m.replace("_", " ") for m in METRICS) + " | epochs |",
+             "|---" * (len(METRICS) + 3) + "|"]
+    for row in rows:
+        seed = row["seed"] if isinstance(row["seed"], str) else f"{row['seed']}"
+        cells = [_fmt(row[m]) for m in METRICS]
+        if row["seed"] == "mean":
+            cells = [f"**{c}**" for c in cells]
+        lines.append(f"| {row['arch']} | {seed} | " + " | ".join(cells) + f" | {row.get('epochs') or ''} |")
+    return "\n".join(lines)
 
 
 def markdown_architecture_table(rows: list[dict]) -> str:
@@ -176,8 +218,15 @@ def provenance_line(metrics: dict[str, Any]) -> str:
     if det == "yolo":
         det = f"YOLO ({Path(str(detector.get('weights', '?'))).name}, conf {detector.get('conf')})"
     dataset = metrics.get("dataset", {})
+    partial = ""
+    if dataset.get("partial"):  # a copy with fewer videos than the official release
+        official = dataset.get("official_videos") or {}
+        partial = (f"; PARTIAL copy ({dataset.get('train', {}).get('videos')} of {official.get('train')} training, "
+                   f"{dataset.get('test', {}).get('videos')} of {official.get('test')} test videos), not comparable "
+                   "with published results")
     return (f"detector {det}; teacher {metrics.get('teacher') or 'none'}; dataset {dataset.get('name')} "
-            f"({dataset.get('test', {}).get('videos')} test videos, {dataset.get('test', {}).get('frames')} frames)")
+            f"({dataset.get('test', {}).get('videos')} test videos, {dataset.get('test', {}).get('frames')} frames)"
+            f"{partial}")
 
 
 def dumps(data: Any) -> str:

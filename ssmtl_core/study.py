@@ -1,4 +1,4 @@
-"""Batch reproduction: run every notebook through papermill and render ``reports/<profile>/`` (SPEC 1).
+"""Batch reproduction: run every notebook through papermill and render ``reports/<profile>/`` (README, "Results").
 
 ``./run_all.sh`` calls :func:`main`. For the chosen profile it reads ``params/<profile>.yaml`` (the notebook
 parameters), generates the synthetic dataset when the profile needs it, executes each notebook with its
@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,11 +25,15 @@ from typing import Any
 
 import yaml
 
+from . import settings
 from .config import ARCHITECTURES
 from .errors import SSMTLError
 from .io import machine_info, read_json, write_json
 
 REPO = Path(__file__).resolve().parents[1]
+#: The settings (ssmtl_core/settings.py) ./run_all.sh takes as flags.
+RUNNER_SETTINGS = ("PROFILE", "DATA_ROOT", "DETECTOR_WEIGHTS", "EPOCHS", "ARCHS", "REPORTS_DIR", "RUNS_DIR",
+                   "CACHE_DIR", "DEVICE", "PRECISION", "PROCS")
 MAX_NOTEBOOK_BYTES = 1_000_000
 
 
@@ -51,21 +56,41 @@ def open_or_generate(profile: str, data_root: str | Path, synth_size: str = "def
     return open_dataset(profile, root)
 
 
+#: The architecture of the seed study is chosen when the study reaches it: the one whose training (seed 0)
+#: ended with the lowest validation loss, which needs no test label (``seeds.arch`` in the params file).
+LOWEST_VAL_LOSS = "lowest_val_loss"
+
+
 @dataclass
 class Step:
-    """One notebook execution."""
+    """One notebook execution (``seed`` > 0: a repetition of an architecture's training with another seed)."""
 
     notebook: str
     arch: str | None = None
     depends: list[str] = field(default_factory=list)
+    seed: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.notebook}/{self.arch}" if self.arch else self.notebook
+        if not self.arch:
+            return self.notebook
+        return f"{self.notebook}/{run_name(self.arch, self.seed)}"
 
 
-def plan(archs: list[str]) -> list[Step]:
-    """The study's steps in order, with what each depends on."""
+def run_name(arch: str, seed: int = 0) -> str:
+    """The folder name of an architecture's run (and report) with a seed: ``deep_wide``, ``deep_wide-seed1``."""
+    return arch if not seed else f"{arch}-seed{seed}"
+
+
+def plan(archs: list[str], seeds: list[int] | None = None, seed_arch: str = LOWEST_VAL_LOSS) -> list[Step]:
+    """The study's steps in order, with what each depends on.
+
+    Args:
+        archs: the architectures trained and evaluated (seed 0).
+        seeds: more seeds for one architecture (the seed study), trained and evaluated after the others.
+        seed_arch: that architecture, or :data:`LOWEST_VAL_LOSS` to take the one with the lowest validation loss
+            (resolved by :func:`resolve_seed_arch` when the study gets there).
+    """
     steps = [Step("00_data_and_detections")]
     for nb in ("01_arrow_of_time", "02_motion_irregularity", "03_middle_box_prediction", "04_knowledge_distillation"):
         steps.append(Step(nb, depends=["00_data_and_detections"]))
@@ -73,10 +98,38 @@ def plan(archs: list[str]) -> list[Step]:
         steps.append(Step("05_train_architecture", arch, depends=["00_data_and_detections"]))
     for arch in archs:
         steps.append(Step("06_evaluate", arch, depends=[f"05_train_architecture/{arch}"]))
+    for seed in seeds or []:
+        steps.append(Step("05_train_architecture", seed_arch, depends=[f"05_train_architecture/{a}" for a in archs],
+                          seed=seed))
+    for seed in seeds or []:
+        steps.append(Step("06_evaluate", seed_arch, depends=[f"05_train_architecture/{run_name(seed_arch, seed)}"],
+                          seed=seed))
     everything = [s.name for s in steps]
     steps.append(Step("07_results_tables", depends=everything))
     steps.append(Step("08_anomaly_gallery", depends=[f"06_evaluate/{a}" for a in archs]))
     return steps
+
+
+def resolve_seed_arch(steps: list[Step], reports: Path, archs: list[str]) -> str | None:
+    """Replace the placeholder architecture of the seed steps by the trained architecture with the lowest
+    validation loss (from the 05 reports); return it (None when there is no seed study or no report yet)."""
+    pending = [s for s in steps if s.arch == LOWEST_VAL_LOSS]
+    if not pending:
+        return None
+    losses = {}
+    for arch in archs:
+        path = reports / "05_train_architecture" / arch / "metrics.json"
+        if path.is_file():
+            losses[arch] = read_json(path).get("best_val_loss")
+    losses = {a: v for a, v in losses.items() if v is not None}
+    if not losses:
+        return None
+    chosen = min(losses, key=losses.get)
+    for step in steps:
+        if step.arch == LOWEST_VAL_LOSS:
+            step.arch = chosen
+        step.depends = [d.replace(LOWEST_VAL_LOSS, chosen) for d in step.depends]
+    return chosen
 
 
 def load_params(profile: str, quick: bool = False) -> dict[str, Any]:
@@ -86,8 +139,10 @@ def load_params(profile: str, quick: bool = False) -> dict[str, Any]:
     if not path.is_file():
         raise SSMTLError(f"no parameters for profile {profile!r}: {path} is missing.")
     data = yaml.safe_load(path.read_text()) or {}
+    _check_params_file(data, path)
     params = {"common": dict(data.get("common", {})), "notebooks": dict(data.get("notebooks", {})),
-              "archs": dict(data.get("archs", {})), "list_archs": list(data.get("list_archs", ARCHITECTURES))}
+              "archs": dict(data.get("archs", {})), "list_archs": list(data.get("list_archs", ARCHITECTURES)),
+              "seeds": dict(data.get("seeds", {}))}
     if quick:
         q = data.get("quick", {})
         params["common"].update(q.get("common", {}))
@@ -96,7 +151,21 @@ def load_params(profile: str, quick: bool = False) -> dict[str, Any]:
         # quick settings replace the per-architecture ones (a quick run must not inherit long trainings)
         params["archs"] = dict(q.get("archs", {}))
         params["list_archs"] = list(q.get("list_archs", params["list_archs"]))
+        params["seeds"] = dict(q.get("seeds", {}))
     return params
+
+
+def _check_params_file(data: dict[str, Any], path: Path) -> None:
+    """Every key of a params file is a setting of ``ssmtl_core/settings.py`` (a typo is an error, not a
+    silently kept default)."""
+    quick = data.get("quick", {})
+    sections = [("common", data.get("common", {})), ("quick.common", quick.get("common", {}))]
+    for prefix, notebooks in (("notebooks", data.get("notebooks", {})), ("quick.notebooks", quick.get("notebooks", {}))):
+        sections += [(f"{prefix}.{nb}", values) for nb, values in notebooks.items()]
+    for prefix, archs in (("archs", data.get("archs", {})), ("quick.archs", quick.get("archs", {}))):
+        sections += [(f"{prefix}.{arch}.{nb}", values) for arch, by_nb in archs.items() for nb, values in by_nb.items()]
+    for where, values in sections:
+        settings.check_parameters(values or {}, f"{path.name}: {where}")
 
 
 def step_parameters(step: Step, params: dict[str, Any], reports: Path, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -106,8 +175,10 @@ def step_parameters(step: Step, params: dict[str, Any], reports: Path, overrides
     if step.arch:
         values.update(params["archs"].get(step.arch, {}).get(step.notebook, {}))
         values["ARCH"] = step.arch
+        if step.seed:
+            values["SEED"] = step.seed
     values.update({k: v for k, v in overrides.items() if v is not None})
-    out = reports / step.notebook / step.arch if step.arch else reports / step.notebook
+    out = reports / step.notebook / run_name(step.arch, step.seed) if step.arch else reports / step.notebook
     values["OUT_DIR"] = str(out)
     if step.notebook in ("07_results_tables", "08_anomaly_gallery"):
         values["REPORTS_DIR"] = str(reports)
@@ -205,38 +276,43 @@ def compose_readme(reports: Path, profile: str, records: list[dict], command: st
 def main(argv: list[str] | None = None) -> int:
     """``./run_all.sh [--profile P] [--data-root PATH] [--detector-weights PATH] [--epochs N] [--quick|--full]``."""
     parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="synthetic", choices=("synthetic", "ped2", "avenue", "shanghaitech"))
-    parser.add_argument("--data-root", help="dataset folder (default: the profile's params file)")
-    parser.add_argument("--detector-weights", help="YOLO weights (name, .pt or exported folder)")
-    parser.add_argument("--epochs", type=int, help="training epochs of every training notebook")
+    # Flags that are settings take their names from ssmtl_core/settings.py (the notebook parameter they set
+    # is the one of the same row); defaults come from params/<profile>.yaml.
+    settings.add_arguments(parser, RUNNER_SETTINGS, PROFILE="synthetic")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke run in a few minutes")
     parser.add_argument("--full", action="store_true",
                         help="the paper's protocol: every training object, 30 epochs (unless --epochs); a GPU job")
-    parser.add_argument("--archs", help="comma-separated architectures (default: all four)")
     parser.add_argument("--only", help="comma-separated notebooks or steps to run (e.g. 07_results_tables)")
-    parser.add_argument("--reports", help="reports folder (default: reports/<profile>, reports/<profile>-quick)")
-    parser.add_argument("--runs", help="checkpoint folder (default: runs/<profile>)")
-    parser.add_argument("--cache", help="cache folder (default: the params file's)")
-    parser.add_argument("--device", help="auto, cpu or cuda")
     parser.add_argument("--force", action="store_true", help="rerun steps even when unchanged")
     args = parser.parse_args(argv)
+    given = settings.args_to_parameters(args, RUNNER_SETTINGS)
+    profile = given["PROFILE"]
+    if given["PROCS"] is not None:
+        # Notebooks cannot run under torchrun: their kernels (which inherit this environment) start the training
+        # processes themselves (ssmtl_core.study_task.train_run). How fast, not what: no step reruns for it.
+        from .distributed import PROCS_ENV
 
-    params = load_params(args.profile, args.quick)
-    archs = args.archs.split(",") if args.archs else params["list_archs"]
+        if given["PROCS"] < 1:
+            raise SSMTLError(f"--procs {given['PROCS']}: at least 1 training process.")
+        os.environ[PROCS_ENV] = str(given["PROCS"])
+
+    params = load_params(profile, args.quick)
+    archs = given["ARCHS"].split(",") if given["ARCHS"] else params["list_archs"]
     params["list_archs"] = archs
     if args.full and args.quick:
         raise SSMTLError("--full and --quick contradict each other: choose one.")
     suffix = "-quick" if args.quick else "-full" if args.full else ""
-    reports = repo_path(args.reports or f"reports/{args.profile}{suffix}")
+    reports = repo_path(given["REPORTS_DIR"] or f"reports/{profile}{suffix}")
     full = {"MAX_OBJECTS": 0, "FRAME_STRIDE": 0} if args.full else {}
-    overrides = {**full, "DATA_ROOT": args.data_root, "DETECTOR_WEIGHTS": args.detector_weights,
-                 "EPOCHS": args.epochs or (30 if args.full else None),
-                 "RUNS_DIR": args.runs or params["common"].get("RUNS_DIR", f"runs/{args.profile}{suffix}"),
-                 "CACHE_DIR": args.cache, "DEVICE": args.device}
+    # the notebook parameters every step gets from the command line (None: not given)
+    overrides = {**full, **{name: given[name] for name in ("DATA_ROOT", "DETECTOR_WEIGHTS", "CACHE_DIR", "DEVICE",
+                                                       "PRECISION")},
+                 "EPOCHS": given["EPOCHS"] or (30 if args.full else None),
+                 "RUNS_DIR": given["RUNS_DIR"] or params["common"].get("RUNS_DIR", f"runs/{profile}{suffix}")}
     command = "./run_all.sh " + " ".join(argv if argv is not None else sys.argv[1:])
     log = print
-    log(f"SSMTL study, profile {args.profile}{' (quick)' if args.quick else ''}: reports in {reports}")
-    if args.profile == "synthetic":
+    log(f"SSMTL study, profile {profile}{' (quick)' if args.quick else ''}: reports in {reports}")
+    if profile == "synthetic":
         values = {**params["common"], **{k: v for k, v in overrides.items() if v is not None}}
         open_or_generate("synthetic", values.get("DATA_ROOT", "data/synthetic"), values.get("SYNTH_SIZE", "default"),
                          int(values.get("SYNTH_SEED", 0)))
@@ -244,7 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     keys: dict[str, str] = {}
     records = []
     only = set(args.only.split(",")) if args.only else None
-    for step in plan(archs):
+    seeds = [int(x) for x in params["seeds"].get("values", [])]
+    steps = plan(archs, seeds, params["seeds"].get("arch", LOWEST_VAL_LOSS))
+    for step in steps:
+        if step.arch == LOWEST_VAL_LOSS:
+            chosen = resolve_seed_arch(steps, reports, archs)
+            if chosen is None:
+                records.append({"step": step.name, "status": "failed", "seconds": 0, "parameters": {"OUT_DIR": ""},
+                                "error": "no trained architecture to repeat with other seeds"})
+                continue
+            log(f"seed study: {chosen} (the lowest validation loss of {', '.join(archs)}), seeds {seeds}")
         values = step_parameters(step, params, reports, overrides)
         notebook = REPO / "notebooks" / f"{step.notebook}.ipynb"
         key_data = {"notebook": _notebook_digest(notebook), "parameters": values,
@@ -254,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         records.append(run_step(step, values, keys[step.name], args.force, log))
     total = time.perf_counter() - started
-    readme = compose_readme(reports, args.profile, records, command, total)
+    readme = compose_readme(reports, profile, records, command, total)
     failed = [r["step"] for r in records if r["status"] != "ok"]
     log(f"done in {total / 60:.1f} min; {readme}")
     if failed:

@@ -29,9 +29,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
+
+from . import config
 
 __all__ = [
     "TASK_COLORS", "TASK_NAMES", "label_intervals", "plot_score_curve", "plot_roc", "draw_boxes",
@@ -43,11 +45,10 @@ __all__ = [
 TASK_COLORS: dict[str, str] = {"aot": "#0072B2", "irr": "#E69F00", "mid": "#009E73", "kd": "#CC79A7",
                                "all": "#1A1A1A"}
 #: Human names of the paper's four proxy tasks and of their combination.
-TASK_NAMES: dict[str, str] = {"aot": "arrow of time", "irr": "motion irregularity", "mid": "middle box",
-                              "kd": "distillation", "all": "all tasks"}
+TASK_NAMES: dict[str, str] = {**config.TASK_NAMES, "all": "all tasks"}
 GT_COLOR = "#E41A1C"  # ground-truth abnormal frames, always shaded at low alpha
 DETECTOR_COLORS = ("#00E5FF", "#FFD600", "#FF4081", "#76FF03", "#FF9100", "#B388FF")
-_TASK_ORDER = ("aot", "irr", "mid", "kd")
+_TASK_ORDER = config.TASKS
 _LOSS_NAMES = {"aot": "cross-entropy", "irr": "cross-entropy", "mid": "mean abs. error",
                "kd": "mean abs. error", "total": "joint loss"}
 
@@ -124,7 +125,7 @@ def _image_axis(ax, image: np.ndarray, caption: str = "") -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# frame-level curves: the frame anomaly score and the frame-level AUC (SPEC.md sections 3.7 and 4)
+# frame-level curves: the frame anomaly score and the frame-level AUC (docs/method.md: "From objects to frames", "Metrics")
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -143,7 +144,8 @@ def label_intervals(labels: np.ndarray) -> list[tuple[int, int]]:
 
 
 def plot_score_curve(frame_scores: np.ndarray, labels: np.ndarray | None = None,
-                     task_curves: dict[str, np.ndarray] | None = None, title: str = "", ax=None) -> Figure:
+                     task_curves: dict[str, np.ndarray] | None = None, title: str = "", ax=None,
+                     threshold: float | None = None, yscale: str = "linear") -> Figure:
     """Per-video frame anomaly score over time, the paper's kind of qualitative result.
 
     The combined frame score (the normalised sum of the four task scores, painted into the frame grid and
@@ -157,6 +159,9 @@ def plot_score_curve(frame_scores: np.ndarray, labels: np.ndarray | None = None,
         task_curves: ``{"aot": (T,), ...}`` curves of each task alone, or None.
         title: axes title (default "Frame anomaly score").
         ax: draw into these axes instead of a new figure.
+        threshold: an alert level drawn as a dashed red line, with the frames at or over it marked, or None.
+        yscale: ``linear``, or ``logit`` for calibrated scores (fractions of normal objects: 0.9, 0.99 and
+            0.999 spread evenly).
 
     Returns:
         The figure (``ax.figure`` when ``ax`` is given): one axes.
@@ -182,8 +187,19 @@ def plot_score_curve(frame_scores: np.ndarray, labels: np.ndarray | None = None,
         ax.plot(np.arange(len(curve)), curve, color=TASK_COLORS.get(key, "#888888"), linewidth=1.0,
                 alpha=0.85, label=name(key, curve))
     ax.plot(frames, scores, color=TASK_COLORS["all"], linewidth=2.0, label=name("all", scores))
-    top = max(1.0, float(np.nanmax(scores)) if len(scores) else 1.0)
-    ax.set_ylim(-0.02, top * 1.03)
+    if threshold is not None:
+        ax.axhline(threshold, color=GT_COLOR, linestyle="--", linewidth=1.2, label=f"alert threshold ({threshold:.3g})")
+        over = scores >= threshold
+        if over.any():
+            ax.plot(frames[over], scores[over], "o", color=GT_COLOR, markersize=2.5, label="frames over it")
+    if yscale == "logit":
+        ax.set_yscale("logit", nonpositive="clip")
+        ax.set_ylim(0.1, 1 - 1e-4)
+        ax.set_yticks([0.1, 0.5, 0.9, 0.99, 0.999, 0.9999], ["0.1", "0.5", "0.9", "0.99", "0.999", "0.9999"])
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        top = max(1.0, float(np.nanmax(scores)) if len(scores) else 1.0)
+        ax.set_ylim(-0.02, top * 1.03)
     ax.set_xlim(-0.5, max(len(scores) - 0.5, 0.5))
     ax.set_xlabel("frame")
     ax.set_ylabel("anomaly score")
@@ -232,7 +248,7 @@ def plot_roc(labels: np.ndarray, scores: dict[str, np.ndarray], title: str = "")
 
 
 # ------------------------------------------------------------------------------------------------------------
-# frame drawings (RGB arrays): scored objects and the pixel-level anomaly map (SPEC.md sections 3.6-3.7)
+# frame drawings (RGB arrays): scored objects and the pixel-level anomaly map (docs/method.md: "Scoring", "From objects to frames")
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -385,7 +401,7 @@ def plot_frame_overlay(frame: np.ndarray, boxes: np.ndarray, object_scores: np.n
 
 
 # ------------------------------------------------------------------------------------------------------------
-# crops: the object-centric samples of the proxy tasks (SPEC.md sections 3.2-3.3) and galleries
+# crops: the object-centric samples of the proxy tasks (docs/method.md: "Object-centric sequences", "Proxy tasks") and galleries
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -497,7 +513,7 @@ def plot_detections(frame: np.ndarray, detections_by_name: dict[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------------------------------
-# training curves of the joint loss and the results tables (SPEC.md sections 3.5, 4 and 5)
+# training curves of the joint loss and the results tables (docs/method.md: "Training", "Metrics", "Reference numbers")
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -650,7 +666,8 @@ class _ScoreStrip:
         cv2.line(img, (x, 0), (x, img.shape[0] - 1), (0, 114, 178), 1)
         cv2.circle(img, (x, int(self.ys[i])), 3, (0, 114, 178), -1, cv2.LINE_AA)
         alarm = self.threshold is not None and self.scores[i] >= self.threshold
-        text = f"frame {i}   score {self.scores[i]:.2f}" + ("   ABOVE THRESHOLD" if alarm else "")
+        digits = 2 if self.threshold is None else 3
+        text = f"frame {i}   score {self.scores[i]:.{digits}f}" + ("   ABOVE THRESHOLD" if alarm else "")
         cv2.putText(img, text, (4, int(12 * self.font / 0.35)), cv2.FONT_HERSHEY_SIMPLEX, self.font,
                     (200, 30, 30) if alarm else (40, 40, 40), 1, cv2.LINE_AA)
         return img
@@ -676,7 +693,8 @@ def write_annotated_video(frames: Iterable[np.ndarray], boxes_per_frame: list[np
             ``.avi`` (``MJPG``) or ``.gif`` (Pillow; downscaled to ``max_gif_width`` and every k-th frame).
         fps: frame rate of the source.
         labels: ``(T,)`` 0/1 ground truth shaded on the curve, or None.
-        threshold: alarm level drawn as a dashed line, or None.
+        threshold: alarm level drawn as a dashed line, or None; objects at or over it get a red frame and an
+            ``ALERT`` tab.
         heat_per_frame: per-frame pixel-level anomaly maps blended under the boxes, or None.
         max_gif_width, max_gif_frames, min_width: size limits described above.
 
@@ -723,6 +741,11 @@ def write_annotated_video(frames: Iterable[np.ndarray], boxes_per_frame: list[np
             scores = scores_per_frame[i] if i < len(scores_per_frame) else np.zeros(0)
             scores = np.asarray(scores, dtype=float).reshape(-1)
             labels_txt = [f"{s:.2f}" for s in scores] if size[0] >= 240 else None
+            if threshold is not None and len(scores) == len(boxes):  # objects over it: a red frame and ALERT
+                over = scores >= threshold
+                frame = draw_boxes(frame, boxes[over], color=(228, 26, 28), thickness=max(1, size[0] // 320) + 2)
+                labels_txt = [("ALERT " if o else "") + (f"{s:.3f}" if size[0] >= 240 else "")
+                              for s, o in zip(scores, over)]
             frame = draw_boxes(frame, boxes, scores if len(scores) == len(boxes) else None, labels_txt,
                                thickness=max(1, size[0] // 320))
             out = np.vstack([frame, strip.render(i)])
@@ -754,3 +777,50 @@ def _open_writer(path: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.Vid
             return writer, target
         writer.release()
     raise OSError(f"write_annotated_video: OpenCV cannot open a video writer for {path}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# object scores of one task: normal vs abnormal test objects
+# ------------------------------------------------------------------------------------------------------------
+
+
+def plot_score_histogram(scores: np.ndarray, abnormal: np.ndarray, score_name: str, title: str = "",
+                         bins: int = 40) -> Figure:
+    """How one score separates the normal test objects from the abnormal ones.
+
+    Two density histograms on shared bins, normal objects in grey-blue and abnormal ones in the ground-truth
+    red; the object-level ROC AUC goes into the title when both kinds are present.
+
+    Args:
+        scores: ``(N,)`` object scores (any range: raw task scores are fine).
+        abnormal: ``(N,)`` 0/1 or bool, 1 for an abnormal object.
+        score_name: what the score is, for the x label (e.g. ``"P(backward)"``).
+        title: figure title (default: ``"<score_name> of test objects"``).
+        bins: number of shared bins.
+
+    Returns:
+        Figure with one axes holding the two histograms (normal first) and a legend with their counts.
+    """
+    values = np.asarray(scores, dtype=float)
+    is_abnormal = np.asarray(abnormal).astype(bool)
+    if values.shape != is_abnormal.shape:
+        raise ValueError(f"plot_score_histogram: {values.shape} scores but {is_abnormal.shape} labels")
+    auc = _auc(is_abnormal.astype(int), values)
+    low, high = (values.min(), values.max()) if len(values) else (0.0, 1.0)
+    edges = np.linspace(low, high if high > low else low + 1e-6, bins + 1)
+    fig = _figure(7.0, 3.5)
+    ax = fig.add_subplot(1, 1, 1)
+    for selected, color, name in ((~is_abnormal, TASK_COLORS["aot"], "normal"), (is_abnormal, GT_COLOR, "abnormal")):
+        if selected.any():
+            ax.hist(values[selected], bins=edges, density=True, alpha=0.6, color=color,
+                    label=f"{name} objects ({int(selected.sum())})")
+    ax.set_xlabel(score_name)
+    ax.set_ylabel("density")
+    heading = title or f"{score_name} of test objects"
+    ax.set_title(heading + (f" (object AUC {auc:.3f})" if auc is not None else ""), loc="left", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    _tidy(ax)
+    return fig
+
+
+__all__ += ["plot_score_histogram"]

@@ -1,0 +1,55 @@
+"""The runner's plan: the seed study (its architecture chosen by validation loss, never by a test label) and the
+report's seed table."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssmtl_core import report
+from ssmtl_core.io import write_json
+from ssmtl_core.study import LOWEST_VAL_LOSS, plan, resolve_seed_arch, run_name, step_parameters
+
+
+def test_plan_without_seeds_is_the_usual_study():
+    names = [s.name for s in plan(["shallow_narrow", "deep_wide"])]
+    assert names[0] == "00_data_and_detections" and names[-2:] == ["07_results_tables", "08_anomaly_gallery"]
+    assert "05_train_architecture/deep_wide" in names and not any("seed" in n for n in names)
+
+
+def test_seed_study_takes_the_lowest_validation_loss(tmp_path):
+    archs = ["shallow_narrow", "deep_wide"]
+    steps = plan(archs, seeds=[1, 2])
+    seeded = [s for s in steps if s.seed]
+    assert [s.notebook for s in seeded] == ["05_train_architecture"] * 2 + ["06_evaluate"] * 2
+    assert all(s.arch == LOWEST_VAL_LOSS for s in seeded)
+    assert resolve_seed_arch(steps, tmp_path, archs) is None, "nothing trained yet: nothing to choose"
+    for arch, loss in (("shallow_narrow", 0.31), ("deep_wide", 0.27)):
+        write_json(tmp_path / "05_train_architecture" / arch / "metrics.json", {"best_val_loss": loss})
+    assert resolve_seed_arch(steps, tmp_path, archs) == "deep_wide"
+    names = [s.name for s in steps]
+    assert "05_train_architecture/deep_wide-seed1" in names and "06_evaluate/deep_wide-seed2" in names
+    results_step = next(s for s in steps if s.notebook == "07_results_tables")
+    assert "06_evaluate/deep_wide-seed2" in results_step.depends
+    params = {"common": {}, "notebooks": {}, "archs": {}, "list_archs": archs}
+    values = step_parameters(next(s for s in steps if s.seed == 2 and s.notebook == "06_evaluate"), params,
+                             tmp_path, {})
+    assert values["SEED"] == 2 and values["ARCH"] == "deep_wide"
+    assert values["OUT_DIR"].endswith("06_evaluate/deep_wide-seed2")
+    assert run_name("deep_wide") == "deep_wide" and run_name("deep_wide", 3) == "deep_wide-seed3"
+
+
+def test_seed_table_gives_each_seed_then_mean_and_spread(tmp_path):
+    for name, micro in (("deep_wide", 0.90), ("deep_wide-seed1", 0.94), ("deep_wide-seed2", 0.92),
+                        ("shallow_narrow", 0.80)):
+        write_json(tmp_path / "06_evaluate" / name / "metrics.json",
+                   {"micro_auc": micro, "macro_auc": micro, "rbdc": 0.5, "tbdc": 0.6, "training": {"epochs": 3}})
+    results = report.collect_results(tmp_path)
+    assert set(results["archs"]) == {"deep_wide", "shallow_narrow"}, "seed runs are not architectures"
+    assert list(results["seeds"]["deep_wide"]) == [0, 1, 2]
+    rows = report.seed_rows(results)
+    by_seed = {r["seed"]: r for r in rows}
+    assert by_seed["mean"]["micro_auc"] == pytest.approx(0.92)
+    assert by_seed["std"]["micro_auc"] == pytest.approx(0.02)
+    assert by_seed["min"]["micro_auc"] == pytest.approx(0.90) and by_seed["max"]["micro_auc"] == pytest.approx(0.94)
+    table = report.markdown_seed_table(rows)
+    assert "| deep_wide | mean | **92.0** |" in table
