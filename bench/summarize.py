@@ -83,6 +83,35 @@ def rows_from_results(results: Path, reports: Path) -> list[tuple[str, str, str,
                          f"{r['with_yolo_fps']:.1f} frames/s with YOLO, {r['from_cached_detections_fps']:.1f} from "
                          f"cached detections ({r['objects_per_s']:.0f} objects/s)",
                          f"{target}; paper {PAPER_GPU_FPS:.0f} on a GPU".lstrip("; "), m))
+    scale = _load(results / "scale.json")
+    if scale and not scale.get("quick"):
+        m = _machine(scale)
+        for name, value in scale["summary"]["training_objects_per_s"].items():
+            rows.append((f"training, {name} ({scale['training_data']}, shallow_narrow, crop 32)",
+                         f"{value:.1f} objects/s", "", m))
+        for name, value in scale["summary"]["detection_frames_per_s"].items():
+            loop = scale["summary"]["detection_loop_frames_per_s"][name]
+            rows.append((f"motion detection, {name} ({scale['detection_data']}, 1 thread each)",
+                         f"{value:.0f} frames/s end to end, {loop:.0f} in the detection loop", "", m))
+    gpu = _load(results / "gpu.json")
+    if gpu and not gpu.get("dry"):
+        m = _machine(gpu)
+        smoke = gpu.get("smoke", {})
+        rows.append(("CUDA smoke run (bf16 autocast, tiny data)", f"{'ok' if smoke.get('ok') else 'FAILED'} in "
+                     f"{smoke.get('seconds')} s", "", m))
+        for arch, run in gpu.get("protocol", {}).items():
+            summary = run.get("summary")
+            if summary:
+                rows.append((f"--full training, {arch}, Ped2 ({summary['train_objects']} objects)",
+                             f"{summary['epochs']}/{summary['epochs_asked']} epochs in {summary['seconds'] / 60:.1f} "
+                             f"min ({summary['objects_per_s']:.0f} objects/s)", "30 epochs: "
+                             + ("done" if summary["epochs"] >= summary["epochs_asked"] else "cut by the time budget"),
+                             m))
+        for arch, r in gpu.get("scoring", {}).items():
+            auc = f", micro AUC {100 * r['micro_auc']:.1f}" if r.get("micro_auc") is not None else ""
+            rows.append((f"scoring end to end from cached detections, {arch} (--full model), Ped2",
+                         f"{r['frames_per_s']:.0f} frames/s ({r['objects_per_s']:.0f} objects/s){auc}",
+                         f">= 500: {_verdict(r['frames_per_s'], 500)}; paper {PAPER_GPU_FPS:.0f}", m))
     steps = sorted(reports.glob("**/.step.json"))
     if steps:
         records = [json.loads(s.read_text()) for s in steps]
