@@ -195,6 +195,7 @@ class Scorer:
         n = len(detections)
         has_classes = self._has_classes(detections)
         tasks: dict[str, list[np.ndarray]] = {"aot": [], "irr": [], "mid": [], "kd": []}
+        kd_missing = False
         for i in range(0, n, self.chunk):
             part = slice(i, i + self.chunk)
             sequences = scoring_sequences(frames, detections.frame[part], detections.boxes[part], self.sample,
@@ -207,8 +208,12 @@ class Scorer:
                 continue
             kd = self.distillation_discrepancy(pred["kd_pred"], detections.class_scores[part], has_classes[part],
                                                None if teacher_logits is None else teacher_logits[part])
-            if kd is not None:
+            if kd is None:  # some object lacks what its score needs: no distillation score for this video
+                kd_missing = True
+            else:
                 tasks["kd"].append(kd)
+        if kd_missing:
+            tasks["kd"] = []
         result = {k: np.concatenate(v).astype(np.float32) for k, v in tasks.items() if v}
         if n == 0:
             result = {k: np.zeros(0, np.float32) for k in ("aot", "irr", "mid") if k in self.heads.names}

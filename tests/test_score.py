@@ -160,3 +160,18 @@ def test_distillation_score_uses_detector_classes_or_teacher_logits(scorer_input
     np.testing.assert_allclose(scorer.distillation_discrepancy(prediction[:, :1000], np.zeros((3, 0)), none, logits),
                                2.0)
     assert scorer.distillation_discrepancy(prediction[:, :1000], np.zeros((3, 0)), none, None) is None
+
+
+def test_no_distillation_score_when_some_object_lacks_its_teacher_logits(scorer_inputs, monkeypatch):
+    # A blob of a hybrid detector needs the teacher's logits; without them the video gets no distillation
+    # score at all (never one computed for some objects only, misaligned with the others).
+    model, frames, detections = scorer_inputs
+    monkeypatch.setenv("SSMTL_NO_OPENVINO", "1")
+    scorer = Scorer(model, SampleConfig(crop_size=32), {"logits": 1000, "class_scores": 80}, "cpu", chunk=2)
+    mixed = detections.select(np.ones(len(detections), bool))
+    mixed.classes[0] = -1  # the first object (of the first chunk of two) is a class-agnostic blob
+    assert len(mixed) > 2, "other chunks have only objects with class scores"
+    scores = scorer.score_objects(frames, mixed)
+    assert "kd" not in scores.tasks and set(scores.tasks) == {"aot", "irr", "mid"}
+    with_logits = scorer.score_objects(frames, mixed, np.zeros((len(mixed), 1000), np.float32))
+    assert len(with_logits.tasks["kd"]) == len(mixed)
