@@ -3,6 +3,7 @@
 Usage::
 
     python bench/ped2_attribution.py [--root ../shared/datasets/ucsd_ped2] [--seeds 0,1,2]
+        [--settings yolo0.5,yolo0.25+motion] [--reuse-only]
         [--weights ../shared/weights/yolov8n_int8_openvino_model] [--out bench/results/ped2_attribution.json]
 
 One preset (shallow_narrow), one fixed training budget (epochs and objects, not minutes, so the machine's load
@@ -64,6 +65,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace, dataset) -> dict:
     return {"setting": name, "seed": seed, "micro_auc": metrics["micro_auc"], "macro_auc": metrics["macro_auc"],
             "rbdc": metrics["rbdc"], "tbdc": metrics["tbdc"], "rbdc_one_to_one": strict.get("rbdc"),
             "tbdc_one_to_one": strict.get("tbdc"), "kd_alone_micro_auc": metrics["per_task"]["kd"]["micro_auc"],
+            "per_task_micro_auc": {task: value["micro_auc"] for task, value in metrics["per_task"].items()},
             "test_objects": metrics["timing"]["objects"], "epochs": metrics.get("training", {}).get("epochs"),
             "train_objects": metrics.get("training", {}).get("train_objects")}
 
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names of the settings")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "ped2_attribution.json"))
+    parser.add_argument("--reuse-only", action="store_true",
+                        help="tabulate the runs already trained among --seeds x --settings; train nothing")
     args = parser.parse_args(argv)
     if not Path(args.root).is_dir():
         raise SystemExit(f"{args.root} is absent: this benchmark needs the real UCSD Ped2 (../shared)")
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in args.settings.split(","):
+            if args.reuse_only and not (Path(args.runs) / f"{name}-seed{seed}" / "train_summary.json").is_file():
+                continue
             rows.append(run_one(name, seed, args, dataset))
             print(json.dumps(rows[-1]), flush=True)
             Path(args.out).write_text(json.dumps({

@@ -151,10 +151,25 @@ def backward_groups(tasks: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 
 def autocast(device: torch.device, precision: str):
-    """The autocast context of a precision: ``bf16`` on CUDA or a CPU, nothing for ``fp32``."""
-    if precision == "bf16":
+    """The autocast context of a precision: ``bf16`` on CUDA or a CPU, nothing for ``fp32``.
+
+    A mixed precision (``"bf16+fp32:mid"``, see :func:`group_precision`) autocasts as its base, ``bf16``.
+    """
+    if precision.split("+")[0] == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def group_precision(precision: str, group: tuple[str, ...]) -> str:
+    """The precision of one encoder pass (:func:`backward_groups`) under a training precision.
+
+    ``"fp32"`` and ``"bf16"`` apply to every pass; ``"bf16+fp32:mid"`` runs the passes holding a listed task
+    in fp32 and the others in bf16. :func:`choose_precision` makes such a choice when a bf16 kernel of this
+    machine returns non-finite gradients for one pass only (e.g. PyTorch 2.14's oneDNN bf16 Conv3d weight
+    gradient with 32 channels at 64x64 over 6 frames, the middle-box pass of deep_wide, is NaN on AMX CPUs).
+    """
+    base, _, exempt = precision.partition("+fp32:")
+    return "fp32" if exempt and set(group) & set(exempt.split(",")) else base
 
 
 def training_step(model: SSMTLModel, optimizer: torch.optim.Optimizer, batch: Batch, tasks: tuple[str, ...],
@@ -170,13 +185,27 @@ def training_step(model: SSMTLModel, optimizer: torch.optim.Optimizer, batch: Ba
     optimizer.zero_grad(set_to_none=True)
     losses: dict[str, torch.Tensor] = {}
     for group in backward_groups(tasks):
-        with autocast(device, precision):
+        with autocast(device, group_precision(precision, group)):
             part = forward(batch, group) if forward else task_losses(model, batch, group, kd_targets, device)
             part_loss = weighted_total(part, kd_weight)
         part_loss.backward()
         losses.update({task: value.detach() for task, value in part.items()})
+        _refuse_non_finite(model, group, part, precision)
     optimizer.step()
     return losses
+
+
+def _refuse_non_finite(model: torch.nn.Module, group: tuple[str, ...], losses: dict[str, torch.Tensor],
+                       precision: str) -> None:
+    """Stop before a non-finite loss or gradient reaches the weights (a NaN weight ruins every later step and
+    the checkpoints written after it)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if all(torch.isfinite(value).all() for value in losses.values()) and all(torch.isfinite(g).all() for g in grads):
+        return
+    raise SSMTLError(
+        f"training diverged: the {'+'.join(group)} pass gave a non-finite loss or gradient (precision "
+        f"{precision}); the weights were left as they were before this step and the checkpoints on disk are "
+        "intact. Rerun with --precision fp32 (train.precision, PRECISION) or a lower --lr (train.lr, LR).")
 
 
 def native_bf16() -> bool:
@@ -196,29 +225,42 @@ def choose_precision(model: SSMTLModel, batch: Batch, profile: Profile, kd_targe
     remembered in ``memory`` (a JSON file, per CPU, model and batch shape), so later runs on the same machine
     make the same choice instead of a new one that the load of the moment could tip.
 
+    Whatever chose bf16 (``auto`` or ``bf16`` asked for), one bf16 step on a throw-away copy first checks that
+    every encoder pass gives finite gradients; a pass that does not runs in fp32 (``"bf16+fp32:mid"``,
+    :func:`group_precision`), and if none does, the run is fp32. A bf16 kernel bug then costs speed, not the
+    run (a NaN weight after the first step would otherwise end it).
+
     Returns:
-        ``(precision, info)``: ``"fp32"`` or ``"bf16"``, and the seconds per step of each timed candidate.
+        ``(precision, info)``: ``"fp32"``, ``"bf16"`` or ``"bf16+fp32:TASKS"``, and why (with the seconds per
+        step of each timed candidate).
     """
     cfg = profile.train
     if not cfg.amp or cfg.precision == "fp32":
         return "fp32", {"reason": "asked for"}
-    if cfg.precision == "bf16":
-        return "bf16", {"reason": "asked for"}
-    if cfg.precision != "auto":
+    if cfg.precision not in ("auto", "bf16"):
         raise SSMTLError(f"train.precision must be auto, fp32 or bf16, not {cfg.precision!r}.")
+    if cfg.precision == "bf16":
+        return _finite_bf16(model, batch, profile, kd_targets, device, {"reason": "asked for"})
     if device.type == "cuda":
-        return ("bf16", {"reason": "CUDA"}) if torch.cuda.is_bf16_supported() else ("fp32", {"reason": "CUDA"})
+        if not torch.cuda.is_bf16_supported():
+            return "fp32", {"reason": "CUDA"}
+        return _finite_bf16(model, batch, profile, kd_targets, device, {"reason": "CUDA"})
     if not native_bf16():
         return "fp32", {"reason": "this CPU has no native bf16 (no AVX512-BF16 or AMX)"}
     from .io import machine_info
 
-    key = stable_hash([machine_info().get("cpu"), model.config(), cfg.tasks, cfg.batch_size, torch.__version__], 16)
+    # "finite-check" in the key: choices remembered before the gradient check existed are made again.
+    key = stable_hash([machine_info().get("cpu"), model.config(), cfg.tasks, cfg.batch_size, torch.__version__,
+                       "finite-check"], 16)
     remembered = _remembered(memory).get(key)
     if remembered:
         return remembered["precision"], {**remembered, "reason": f"timed earlier on this machine ({memory})"}
+    bf16, checked = _finite_bf16(model, batch, profile, kd_targets, device, {})
+    if bf16 == "fp32":
+        return "fp32", {**checked, "reason": "bf16 gives non-finite gradients on this machine"}
     seconds = {}
     state = torch.random.get_rng_state()
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", bf16):
         trial = copy.deepcopy(model).train()
         optimizer = torch.optim.Adam(trial.parameters(), lr=cfg.lr)
         for step in range(trials + 1):
@@ -228,10 +270,34 @@ def choose_precision(model: SSMTLModel, batch: Batch, profile: Profile, kd_targe
         seconds[precision] = round((time.perf_counter() - start) / trials, 4)
     torch.random.set_rng_state(state)
     choice = min(seconds, key=seconds.get)
+    record = {"precision": choice, "seconds_per_step": seconds, **checked}
     if memory is not None:
         with contextlib.suppress(OSError):  # a read-only cache only loses the memory
-            write_json(memory, {**_remembered(memory), key: {"precision": choice, "seconds_per_step": seconds}})
-    return choice, {"reason": "timed", "seconds_per_step": seconds}
+            write_json(memory, {**_remembered(memory), key: record})
+    return choice, {**record, "reason": "timed"}
+
+
+def _finite_bf16(model: SSMTLModel, batch: Batch, profile: Profile, kd_targets, device: torch.device,
+                 info: dict) -> tuple[str, dict]:
+    """bf16, with the encoder passes whose bf16 gradients are not finite in fp32 (or fp32 if all are)."""
+    cfg = profile.train
+    state = torch.random.get_rng_state()
+    unsafe = []
+    for group in backward_groups(cfg.tasks):
+        trial = copy.deepcopy(model).train()
+        with autocast(device, "bf16"):
+            loss = weighted_total(task_losses(trial, batch, group, kd_targets, device), cfg.kd_weight)
+        loss.backward()
+        if not all(torch.isfinite(p.grad).all() for p in trial.parameters() if p.grad is not None):
+            unsafe.append(group)
+    torch.random.set_rng_state(state)
+    if not unsafe:
+        return "bf16", info
+    names = sorted(task for group in unsafe for task in group)
+    note = {**info, "non_finite_bf16_gradients": names}
+    if len(unsafe) == len(backward_groups(cfg.tasks)):
+        return "fp32", note
+    return "bf16+fp32:" + ",".join(names), note
 
 
 def _remembered(memory: Path | None) -> dict:
@@ -274,10 +340,13 @@ def validation_losses(model: SSMTLModel, sampler: SequenceSampler, index: np.nda
     model.eval()
     sums: dict[str, float] = {}
     count = 0
-    with torch.no_grad(), autocast(device, precision):
+    with torch.no_grad():
         for batch in _prepared(sampler, world.deal(np.sort(index), profile.train.batch_size), profile.train.seed,
                                VAL_EPOCH):
-            losses = task_losses(model, batch, profile.train.tasks, kd_targets, device)
+            losses = {}
+            for group in backward_groups(profile.train.tasks):  # each pass in the precision it trains in
+                with autocast(device, group_precision(precision, group)):
+                    losses.update(task_losses(model, batch, group, kd_targets, device))
             n = len(batch.index)
             for task, value in losses.items():
                 sums[task] = sums.get(task, 0.0) + value.item() * n
