@@ -71,7 +71,14 @@ from ssmtl_core.io import machine_info, package_versions  # noqa: E402
 from ssmtl_core.model import SSMTLModel  # noqa: E402
 from ssmtl_core.samples import Batch, SequenceSampler  # noqa: E402
 from ssmtl_core.teachers import TeacherCache, load_teacher  # noqa: E402
-from ssmtl_core.train import batch_rng, epoch_batches, native_bf16, training_step, weighted_total  # noqa: E402
+from ssmtl_core.train import (  # noqa: E402
+    batch_rng,
+    checked_bf16,
+    epoch_batches,
+    native_bf16,
+    training_step,
+    weighted_total,
+)
 from ssmtl_core.training_data import TrainingData, prepare_training_data  # noqa: E402
 
 
@@ -186,6 +193,8 @@ def time_steps(arch: str, batches: list[Batch], kd_targets: np.ndarray, crop: in
     device = torch.device("cpu")
     model = SSMTLModel(arch, KD_DIM, crop_size=crop, kd_probabilities=80).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if precision == "bf16":  # what training would run: passes with non-finite bf16 gradients in fp32
+        precision, _ = checked_bf16(model, batches[0], TASKS, kd_targets, 0.5, device)
 
     def step(batch: Batch) -> float:
         losses = training_step(model, optimizer, batch, TASKS, kd_targets, 0.5, device, precision)

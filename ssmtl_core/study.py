@@ -69,6 +69,8 @@ class Step:
     arch: str | None = None
     depends: list[str] = field(default_factory=list)
     seed: int = 0
+    #: the steps whose outputs it reads, when fewer than ``depends`` (a rerun of one of them makes it stale)
+    reads: list[str] | None = None
 
     @property
     def name(self) -> str:
@@ -99,8 +101,9 @@ def plan(archs: list[str], seeds: list[int] | None = None, seed_arch: str = LOWE
     for arch in archs:
         steps.append(Step("06_evaluate", arch, depends=[f"05_train_architecture/{arch}"]))
     for seed in seeds or []:
+        # It depends on every architecture's training for the choice, but reads only the data.
         steps.append(Step("05_train_architecture", seed_arch, depends=[f"05_train_architecture/{a}" for a in archs],
-                          seed=seed))
+                          seed=seed, reads=["00_data_and_detections"]))
     for seed in seeds or []:
         steps.append(Step("06_evaluate", seed_arch, depends=[f"05_train_architecture/{run_name(seed_arch, seed)}"],
                           seed=seed))
@@ -202,8 +205,10 @@ def _filter_parameters(path: Path, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in names}
 
 
-def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log) -> dict[str, Any]:
-    """Execute one notebook with papermill unless its key is unchanged; return its status record."""
+def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
+             depends_finished: str | None = None) -> dict[str, Any]:
+    """Execute one notebook with papermill unless its key is unchanged and no step it depends on ran after it
+    (``depends_finished``: the latest finishing time of those steps); return its status record."""
     import papermill as pm
 
     source = REPO / "notebooks" / f"{step.notebook}.ipynb"
@@ -211,10 +216,14 @@ def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log) -> 
     record_path = out / ".step.json"
     if not force and record_path.is_file():
         record = read_json(record_path)
-        if record.get("key") == key and record.get("status") == "ok" and (out / "metrics.json").is_file():
+        newer_inputs = depends_finished is not None and depends_finished > str(record.get("finished", ""))
+        if (record.get("key") == key and record.get("status") == "ok" and (out / "metrics.json").is_file()
+                and not newer_inputs):
             log(f"[skip] {step.name}: unchanged since {record.get('finished')}")
             return {**record, "skipped": True}
     out.mkdir(parents=True, exist_ok=True)
+    # An earlier run's numbers must not outlive a failed rerun: the results tables read every metrics.json.
+    (out / "metrics.json").unlink(missing_ok=True)
     executed = out / f"{step.notebook}.ipynb"
     log(f"[run]  {step.name} -> {out}")
     started = time.perf_counter()
@@ -318,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                          int(values.get("SYNTH_SEED", 0)))
     started = time.perf_counter()
     keys: dict[str, str] = {}
+    finished: dict[str, str] = {}  # when each step's current outputs were made
     records = []
     only = set(args.only.split(",")) if args.only else None
     seeds = [int(x) for x in params["seeds"].get("values", [])]
@@ -337,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         keys[step.name] = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
         if only and step.notebook not in only and step.name not in only:
             continue
-        records.append(run_step(step, values, keys[step.name], args.force, log))
+        # A dependency rerun with an unchanged key (a failed step retried) still makes this step stale.
+        inputs = step.depends if step.reads is None else step.reads
+        depends_finished = max((finished[d] for d in inputs if d in finished), default=None)
+        record = run_step(step, values, keys[step.name], args.force, log, depends_finished)
+        finished[step.name] = str(record.get("finished", ""))
+        records.append(record)
     total = time.perf_counter() - started
     readme = compose_readme(reports, profile, records, command, total)
     failed = [r["step"] for r in records if r["status"] != "ok"]

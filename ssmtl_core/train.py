@@ -279,25 +279,37 @@ def choose_precision(model: SSMTLModel, batch: Batch, profile: Profile, kd_targe
 
 def _finite_bf16(model: SSMTLModel, batch: Batch, profile: Profile, kd_targets, device: torch.device,
                  info: dict) -> tuple[str, dict]:
-    """bf16, with the encoder passes whose bf16 gradients are not finite in fp32 (or fp32 if all are)."""
+    """:func:`checked_bf16` with the profile's tasks, and why."""
     cfg = profile.train
+    precision, unsafe = checked_bf16(model, batch, cfg.tasks, kd_targets, cfg.kd_weight, device)
+    return precision, ({**info, "non_finite_bf16_gradients": unsafe} if unsafe else info)
+
+
+def checked_bf16(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...], kd_targets, kd_weight: float,
+                 device: torch.device) -> tuple[str, list[str]]:
+    """bf16 for the encoder passes whose bf16 gradients are finite on this machine, fp32 for the others.
+
+    One bf16 forward and backward of each pass on a throw-away copy of ``model`` (the random state restored).
+
+    Returns:
+        ``(precision, tasks)``: ``"bf16"``, ``"bf16+fp32:TASKS"`` (:func:`group_precision`) or ``"fp32"`` (no
+        pass is finite), and the tasks of the passes with non-finite bf16 gradients.
+    """
     state = torch.random.get_rng_state()
+    groups = backward_groups(tasks)
     unsafe = []
-    for group in backward_groups(cfg.tasks):
+    for group in groups:
         trial = copy.deepcopy(model).train()
         with autocast(device, "bf16"):
-            loss = weighted_total(task_losses(trial, batch, group, kd_targets, device), cfg.kd_weight)
+            loss = weighted_total(task_losses(trial, batch, group, kd_targets, device), kd_weight)
         loss.backward()
         if not all(torch.isfinite(p.grad).all() for p in trial.parameters() if p.grad is not None):
             unsafe.append(group)
     torch.random.set_rng_state(state)
-    if not unsafe:
-        return "bf16", info
     names = sorted(task for group in unsafe for task in group)
-    note = {**info, "non_finite_bf16_gradients": names}
-    if len(unsafe) == len(backward_groups(cfg.tasks)):
-        return "fp32", note
-    return "bf16+fp32:" + ",".join(names), note
+    if not unsafe:
+        return "bf16", names
+    return ("fp32" if len(unsafe) == len(groups) else "bf16+fp32:" + ",".join(names)), names
 
 
 def _remembered(memory: Path | None) -> dict:

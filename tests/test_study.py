@@ -3,6 +3,8 @@ report's seed table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ssmtl_core import report
@@ -53,3 +55,42 @@ def test_seed_table_gives_each_seed_then_mean_and_spread(tmp_path):
     assert by_seed["min"]["micro_auc"] == pytest.approx(0.90) and by_seed["max"]["micro_auc"] == pytest.approx(0.94)
     table = report.markdown_seed_table(rows)
     assert "| deep_wide | mean | **92.0** |" in table
+
+
+def test_a_failed_rerun_leaves_no_earlier_numbers_behind(tmp_path, monkeypatch):
+    import papermill
+
+    from ssmtl_core.study import Step, run_step
+
+    def failing(*_args, **_kwargs):
+        raise RuntimeError("the notebook failed")
+
+    monkeypatch.setattr(papermill, "execute_notebook", failing)
+    out = tmp_path / "06_evaluate" / "deep_wide"
+    write_json(out / "metrics.json", {"micro_auc": 0.9})  # from an earlier, successful run
+    record = run_step(Step("06_evaluate", "deep_wide"), {"OUT_DIR": str(out)}, "new-key", False, lambda *_: None)
+    assert record["status"] == "failed" and "the notebook failed" in record["error"]
+    assert not (out / "metrics.json").exists(), "the tables would show the earlier run's numbers as this one's"
+
+
+def test_a_step_reruns_when_a_step_it_depends_on_ran_after_it(tmp_path, monkeypatch):
+    # 06_evaluate/deep_wide failed, was fixed and rerun with the same key: 07 must not keep its old tables.
+    import papermill
+
+    from ssmtl_core.study import Step, run_step
+
+    executed = []
+
+    def execute(source, executed_path, **_kwargs):
+        executed.append(source)
+        write_json(Path(executed_path).parent / "metrics.json", {"ok": True})
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    out = tmp_path / "07_results_tables"
+    step, values = Step("07_results_tables"), {"OUT_DIR": str(out)}
+    first = run_step(step, values, "same-key", False, lambda *_: None)
+    assert len(executed) == 1
+    again = run_step(step, values, "same-key", False, lambda *_: None, depends_finished=first["finished"])
+    assert again.get("skipped") and len(executed) == 1, "inputs not newer: skipped"
+    run_step(step, values, "same-key", False, lambda *_: None, depends_finished="9999-01-01T00:00:00")
+    assert len(executed) == 2, "a dependency finished after this step: rerun"
