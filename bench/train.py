@@ -318,11 +318,11 @@ def summary_table(result: dict) -> str:
                  f"{result['training_data']}):")
     machine = result["machine"]
     lines.append(f"  CPU: {machine['cpu']} ({', '.join(machine.get('cpu_flags', [])) or 'no flags read'})")
-    lines.append(f"  {'preset':<16}{'crop':>5}{'precision':>10}{'s/step':>9}{'objects/s':>11}{'per CPU-s':>11}"
+    lines.append(f"  {'preset':<16}{'crop':>5}{'precision':>15}{'s/step':>9}{'objects/s':>11}{'per CPU-s':>11}"
                  f"{'vs fp32':>9}{'params':>11}")
     for row in result["training"]:
         ratio = f"{row['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in row else ""
-        lines.append(f"  {row['arch']:<16}{row['crop']:>5}{row.get('precision', 'fp32'):>10}"
+        lines.append(f"  {row['arch']:<16}{row['crop']:>5}{row.get('precision', 'fp32'):>15}"
                      f"{row['seconds_per_step']:>9.2f}{row['objects_per_s']:>11.1f}"
                      f"{row['objects_per_cpu_s']:>11.1f}{ratio:>9}{row['parameters']:>11,}")
     e2e = result.get("end_to_end")
