@@ -114,6 +114,9 @@ def wrapped(*args, **kwargs):
         os.kill(os.getpid(), {signal})
     return result
 setattr(owner, attr, wrapped)
+# A job started in the background (`cmd &`, CI runners) inherits SIGINT ignored, and Python then keeps it
+# ignored; a user's Ctrl-C in a terminal is not, so that is what the Ctrl-C rows simulate.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from ssmtl_core.cli import main
 from ssmtl_core.errors import SSMTLError
 sys.exit(main({argv!r}))
