@@ -199,13 +199,18 @@ def _refuse_non_finite(model: torch.nn.Module, group: tuple[str, ...], losses: d
                        precision: str) -> None:
     """Stop before a non-finite loss or gradient reaches the weights (a NaN weight ruins every later step and
     the checkpoints written after it)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if all(torch.isfinite(value).all() for value in losses.values()) and all(torch.isfinite(g).all() for g in grads):
+    if _all_finite([*losses.values(), *(p.grad for p in model.parameters() if p.grad is not None)]):
         return
     raise SSMTLError(
         f"training diverged: the {'+'.join(group)} pass gave a non-finite loss or gradient (precision "
         f"{precision}); the weights were left as they were before this step and the checkpoints on disk are "
         "intact. Rerun with --precision fp32 (train.precision, PRECISION) or a lower --lr (train.lr, LR).")
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every value of every tensor is finite, read back once (one device sync per step, not one per
+    parameter)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 def native_bf16() -> bool:
@@ -303,7 +308,7 @@ def checked_bf16(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...], kd_tar
         with autocast(device, "bf16"):
             loss = weighted_total(task_losses(trial, batch, group, kd_targets, device), kd_weight)
         loss.backward()
-        if not all(torch.isfinite(p.grad).all() for p in trial.parameters() if p.grad is not None):
+        if not _all_finite([p.grad for p in trial.parameters() if p.grad is not None]):
             unsafe.append(group)
     torch.random.set_rng_state(state)
     names = sorted(task for group in unsafe for task in group)
