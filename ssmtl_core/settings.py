@@ -77,7 +77,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROCS", None, ("--procs",), "training processes on this machine (torchrun, DistributedDataParallel; "
             "the runner hands it to the notebooks as SSMTL_PROCS)", value_type=int),
     # step 1: detection
-    Setting("DETECTOR", "detect.detector", ("--detector",), "object detector", choices=DETECTORS),
+    Setting("DETECTOR", "detect.detector", ("--detector",), "object detector", unset="", choices=DETECTORS),
     Setting("DETECTOR_WEIGHTS", "detect.weights", ("--weights", "--detector-weights"),
             "YOLO weights: a name (yolov3u.pt), a .pt file or an exported folder", unset=""),
     Setting("CONF", "detect.conf", ("--conf",), "confidence threshold of kept boxes"),
@@ -113,6 +113,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_WIDTH", None, (), "width of the annotated GIF in pixels"),
     Setting("CLIP_FRAMES", None, (), "frames of the annotated GIF at most"),
     Setting("SYNTH_SEED", None, (), "seed of the generated synthetic dataset"),
+    # the settings that have no name of their own
+    Setting("OVERRIDES", None, (), "more profile settings by field, e.g. {'sample.temporal_half': 1} (a notebook's "
+            "exercises change them; validated like every other setting)"),
 )
 
 _DEFAULTS = Profile(name="defaults", dataset="synthetic")
@@ -145,10 +148,33 @@ def profile_overrides(parameters: Mapping[str, Any]) -> dict[str, Any]:
     overrides = {}
     for name, value in parameters.items():
         row = setting(name)
+        if name == "OVERRIDES":
+            overrides.update(field_overrides(value))
+            continue
         if row.field is None or value is None or (row.unset is not None and value == row.unset):
             continue
         overrides[row.field] = value
     return overrides
+
+
+def field_overrides(value: Any) -> dict[str, Any]:
+    """The ``OVERRIDES`` parameter: profile fields that have no parameter of their own, by their dotted name
+    (``{"sample.temporal_half": 1}``). A field that has a parameter is refused with the parameter's name (each
+    setting is set one way); unknown fields and bad values are refused by :func:`ssmtl_core.config.load_profile`.
+    """
+    if value is None or value == "" or value == {}:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SSMTLError(f"OVERRIDES must be a dict of profile fields, e.g. {{'sample.temporal_half': 1}}; got "
+                         f"{value!r}. Fix the notebook parameter or the params/*.yaml value.")
+    for key in value:
+        if not isinstance(key, str) or key.count(".") != 1:
+            raise SSMTLError(f"OVERRIDES: {key!r} must be a profile field written as section.name (e.g. "
+                             "sample.temporal_half).")
+        row = next((s for s in SETTINGS if s.field == key), None)
+        if row is not None:
+            raise SSMTLError(f"OVERRIDES: {key} has its own parameter {row.parameter}: set {row.parameter} instead.")
+    return dict(value)
 
 
 def check_parameters(names: Iterable[str], where: str) -> None:

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,14 @@ def plan(archs: list[str], seeds: list[int] | None = None, seed_arch: str = LOWE
     return steps
 
 
+def lowest_validation_loss(losses: Mapping[str, float | None]) -> str | None:
+    """The study's one way to choose a model without test labels: the candidate whose training ended with the
+    lowest validation loss (the seed study's architecture here, the model notebook 08 shows); None when no
+    candidate has a loss."""
+    known = {name: loss for name, loss in losses.items() if loss is not None}
+    return min(known, key=known.get) if known else None
+
+
 def resolve_seed_arch(steps: list[Step], reports: Path, archs: list[str]) -> str | None:
     """Replace the placeholder architecture of the seed steps by the trained architecture with the lowest
     validation loss (from the 05 reports); return it (None when there is no seed study or no report yet)."""
@@ -124,10 +133,9 @@ def resolve_seed_arch(steps: list[Step], reports: Path, archs: list[str]) -> str
         path = reports / "05_train_architecture" / arch / "metrics.json"
         if path.is_file():
             losses[arch] = read_json(path).get("best_val_loss")
-    losses = {a: v for a, v in losses.items() if v is not None}
-    if not losses:
+    chosen = lowest_validation_loss(losses)
+    if chosen is None:
         return None
-    chosen = min(losses, key=losses.get)
     for step in steps:
         if step.arch == LOWEST_VAL_LOSS:
             step.arch = chosen

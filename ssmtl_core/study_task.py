@@ -17,6 +17,9 @@ here, so that each notebook keeps only its own prose, its sample pictures and it
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -86,8 +89,26 @@ class NotebookSetup:
         return self.parameters.get("DEVICE", "auto")
 
     def run_dir(self, name: str) -> Path:
-        """A training run's folder under ``RUNS_DIR``."""
-        return repo_path(self.parameters["RUNS_DIR"]) / name
+        """A training run's folder under ``RUNS_DIR``: ``name``, followed by the notebook's ``OVERRIDES``
+        (:func:`overrides_tag`), so that a run with other settings (an exercise's) never lands in the default
+        run's folder, where training would refuse to resume it."""
+        return repo_path(self.parameters["RUNS_DIR"]) / (name + overrides_tag(self.parameters.get("OVERRIDES")))
+
+
+def overrides_tag(overrides: Mapping[str, Any] | None) -> str:
+    """The part of a run's folder name that says which ``OVERRIDES`` made it: ``""`` without any,
+    ``-temporal_half=1`` for ``{"sample.temporal_half": 1}``, ``-max_gap=2-temporal_half=1`` for two; a tag that
+    would be longer than 60 characters becomes a short hash of the settings."""
+    if not overrides:
+        return ""
+    parts = []
+    for key, value in sorted(overrides.items()):
+        text = "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts.append(re.sub(r"[^A-Za-z0-9._+=]", "_", f"{key.split('.')[-1]}={text}".replace(",", "+")))
+    tag = "-" + "-".join(parts)
+    if len(tag) > 60:
+        tag = "-overrides" + hashlib.sha256(json.dumps(sorted(overrides.items()), default=str).encode()).hexdigest()[:8]
+    return tag
 
 
 def setup(notebook: str, namespace: Mapping[str, Any], tasks: str | tuple[str, ...] | None = None) -> NotebookSetup:
@@ -104,7 +125,12 @@ def setup(notebook: str, namespace: Mapping[str, Any], tasks: str | tuple[str, .
         raise SSMTLError(f"notebook {notebook} has no OUT_DIR parameter: it must say where it writes.")
     if isinstance(tasks, str):
         tasks = (tasks,)
-    return NotebookSetup(notebook, parameters, tasks)
+    if tasks is not None and "train.tasks" in (parameters.get("OVERRIDES") or {}):
+        raise SSMTLError(f"notebook {notebook} trains {','.join(tasks)} alone: its OVERRIDES cannot change "
+                         "train.tasks (notebook 05 trains any subset).")
+    nb = NotebookSetup(notebook, parameters, tasks)
+    nb.profile  # noqa: B018 - the settings are validated now, before anything runs on them
+    return nb
 
 
 # -- training: the only calls into ssmtl_core.train from the notebooks ----------------------------------------
