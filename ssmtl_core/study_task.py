@@ -128,9 +128,7 @@ def setup(notebook: str, namespace: Mapping[str, Any], tasks: str | tuple[str, .
     if tasks is not None and "train.tasks" in (parameters.get("OVERRIDES") or {}):
         raise SSMTLError(f"notebook {notebook} trains {','.join(tasks)} alone: its OVERRIDES cannot change "
                          "train.tasks (notebook 05 trains any subset).")
-    nb = NotebookSetup(notebook, parameters, tasks)
-    nb.profile  # noqa: B018 - the settings are validated now, before anything runs on them
-    return nb
+    return NotebookSetup(notebook, parameters, tasks)
 
 
 # -- training: the only calls into ssmtl_core.train from the notebooks ----------------------------------------

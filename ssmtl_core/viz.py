@@ -36,8 +36,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from . import config
 
 __all__ = [
-    "TASK_COLORS", "TASK_NAMES", "label_intervals", "plot_score_curve", "plot_roc", "draw_boxes",
-    "overlay_heatmap", "plot_frame_overlay", "plot_sequence_strip", "plot_crop_gallery", "plot_detections",
+    "TASK_COLORS", "TASK_NAMES", "label_intervals", "plot_score_curve", "plot_score_curves", "plot_roc",
+    "draw_boxes", "overlay_heatmap", "plot_frame_overlay", "plot_sequence_strip", "plot_crop_gallery", "plot_detections",
     "plot_history", "plot_results_table", "write_annotated_video",
 ]
 
@@ -206,6 +206,38 @@ def plot_score_curve(frame_scores: np.ndarray, labels: np.ndarray | None = None,
     ax.set_title(title or "Frame anomaly score", loc="left")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
     _tidy(ax)
+    return fig
+
+
+def plot_score_curves(curves: dict[str, list[np.ndarray]], labels: list[np.ndarray | None], names: list[str],
+                      tasks: Iterable[str], columns: int = 3, row_height: float = 2.6) -> Figure:
+    """The frame scores of every test video in a grid, one :func:`plot_score_curve` each (the paper's
+    qualitative results, Sec. 4): the combined score thick, each task alone thin, the abnormal frames shaded.
+
+    Args:
+        curves: per-video frame scores by task subset, as :func:`ssmtl_core.evaluate.evaluate_scores` returns
+            them (``{"aot+irr+mid+kd": [(T,), ...], "aot": [...], ...}``).
+        labels: per video ``(T,)`` 0/1 ground truth, or None.
+        names: per video its name (the titles).
+        tasks: the tasks combined: ``curves["+".join(tasks)]`` is the thick line; each one with a curve of its own
+            is a thin line.
+        columns: plots per row (fewer when there are fewer videos).
+        row_height: inches per row.
+
+    Returns:
+        The figure, one axes per video (spare cells of the grid blank).
+    """
+    tasks = tuple(tasks)
+    combined = "+".join(tasks)
+    columns = max(1, min(columns, len(names)))
+    rows = max(1, math.ceil(len(names) / columns))
+    fig = _figure(5.5 * columns, row_height * rows)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes.flat, names)):
+        alone = {t: curves[t][i] for t in tasks if t in curves and t != combined}
+        plot_score_curve(curves[combined][i], labels[i], alone, title=f"test {name}", ax=ax)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
     return fig
 
 
@@ -633,8 +665,9 @@ def plot_results_table(rows: list[dict], metrics: list[str], title: str = "") ->
 # ------------------------------------------------------------------------------------------------------------
 
 
-class _ScoreStrip:
-    """The frame-score curve drawn once; each output frame shows it up to the current frame, plus a cursor."""
+class ScoreStrip:
+    """The frame-score curve drawn once as an RGB strip; :meth:`render` shows it up to frame ``i`` with a cursor
+    there (the annotated video's strip and the result viewer's, :mod:`ssmtl_core.viewer`)."""
 
     def __init__(self, scores: np.ndarray, width: int, height: int, labels: np.ndarray | None,
                  threshold: float | None):
@@ -659,8 +692,9 @@ class _ScoreStrip:
         points = np.stack([self.xs, self.ys], axis=1).astype(np.int32)
         cv2.polylines(self.fg, [points], False, (26, 26, 26), 2 if width >= 480 else 1, cv2.LINE_AA)
 
-    def render(self, i: int) -> np.ndarray:
-        img = self.bg.copy()
+    def render(self, i: int, whole: bool = False) -> np.ndarray:
+        """The strip at frame ``i``: the curve up to it (the whole curve with ``whole``) and the cursor."""
+        img = self.fg.copy() if whole else self.bg.copy()
         x = int(self.xs[i])
         img[:, : x + 1] = self.fg[:, : x + 1]
         cv2.line(img, (x, 0), (x, img.shape[0] - 1), (0, 114, 178), 1)
@@ -730,7 +764,7 @@ def write_annotated_video(frames: Iterable[np.ndarray], boxes_per_frame: list[np
                     scale = max_gif_width / w
                 size = (max(2, int(round(w * scale)) // 2 * 2), max(2, int(round(h * scale)) // 2 * 2))
                 strip_height = max(48, int(size[1] * 0.28)) // 2 * 2
-                strip = _ScoreStrip(frame_scores, size[0], strip_height, labels, threshold)
+                strip = ScoreStrip(frame_scores, size[0], strip_height, labels, threshold)
             if heat is not None:
                 frame = overlay_heatmap(frame, heat)
             if (frame.shape[1], frame.shape[0]) != size:

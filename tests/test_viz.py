@@ -294,3 +294,17 @@ def test_write_annotated_video_gif_subsamples(tmp_path):
         viz.write_annotated_video([], [], [], np.zeros(0), tmp_path / "empty.mp4")
     with pytest.raises(ValueError):
         viz.write_annotated_video(frames, boxes, scores, frame_scores, tmp_path / "out.mov")
+
+
+def test_plot_score_curves_grid():
+    """One axes per video, the combined curve and each task alone in each, spare cells blank."""
+    tasks = ("aot", "mid")
+    rng = np.random.default_rng(1)
+    curves = {name: [rng.random(40) for _ in range(4)] for name in ("aot", "mid", "aot+mid")}
+    labels = [_labels(40), None, _labels(40), _labels(40)]
+    fig = viz.plot_score_curves(curves, labels, ["01", "02", "03", "04"], tasks, columns=3)
+    axes = fig.axes
+    assert len(axes) == 6 and [ax.axison for ax in axes] == [True] * 4 + [False] * 2
+    assert [ax.get_title(loc="left") for ax in axes[:4]] == ["test 01", "test 02", "test 03", "test 04"]
+    assert len(axes[1].lines) == 3, "two tasks alone and the combined curve"
+    np.testing.assert_allclose(axes[3].lines[-1].get_ydata(), curves["aot+mid"][3])
