@@ -75,7 +75,8 @@ from bench.detector_coverage import coverage  # noqa: E402
 from ssmtl_core.config import get_profile  # noqa: E402
 from ssmtl_core.data import Video, open_dataset  # noqa: E402
 from ssmtl_core.data.synthetic import generate_synthetic  # noqa: E402
-from ssmtl_core.detect import DetectionCache, Detections, MotionDetector, YoloDetector  # noqa: E402
+from ssmtl_core.detect import DetectionCache, MotionDetector, YoloDetector  # noqa: E402
+from ssmtl_core.detections import Detections  # noqa: E402
 from ssmtl_core.evaluate import ground_truth_tracks  # noqa: E402
 from ssmtl_core.io import machine_info, package_versions  # noqa: E402
 

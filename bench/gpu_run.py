@@ -71,7 +71,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the GPU machine runs from the working tree, without installing
 
 from ssmtl_core.config import ARCHITECTURES, apply_overrides, profile_from_dict  # noqa: E402
-from ssmtl_core.detect import Detections  # noqa: E402
+from ssmtl_core.detections import Detections  # noqa: E402
 from ssmtl_core.io import machine_info, package_versions, read_json, write_json  # noqa: E402
 from ssmtl_core.samples import ObjectIndex  # noqa: E402
 from ssmtl_core.training_data import TrainingData  # noqa: E402

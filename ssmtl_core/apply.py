@@ -23,15 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import alert_segments, calibrated_frame_scores, checkpoint_calibration
+from .calibration import alert_segments
 from .checkpoint import load_checkpoint, model_from_checkpoint, pick_device
 from .config import TASKS, apply_overrides, profile_from_dict, validate
 from .data.frames import load_frames
 from .data.layouts import ImageFolderSource, Video, VideoFileSource
-from .detect import Detections, describe_detector, detect_video
+from .detect import describe_detector, detect_video
+from .detections import Detections
 from .errors import SSMTLError
 from .io import atomic_path, package_versions, write_json
-from .score import Scorer, score_detections, score_video
+from .runs import checkpoint_calibration
+from .score import Scorer, calibrated_frame_scores, score_detections, score_video
 from .teachers import Teacher, load_teacher, middle_crops
 
 

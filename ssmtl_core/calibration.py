@@ -1,74 +1,32 @@
-"""Validation scores: what a trained model's task scores look like on normal objects it never trained on.
+"""Calibrated scores: raw task scores read against a trained model's normal validation objects (NumPy only).
 
 At the end of training, the best checkpoint's raw task scores of the validation objects (the last 15% of
-each training video, normal by construction) are stored in ``best.pt`` (``ssmtl calibrate --run DIR`` adds
-them to a checkpoint written before). They give a scale that needs no test data:
+each training video, normal by construction) are stored in ``best.pt`` (:mod:`ssmtl_core.runs` computes and
+stores them; ``ssmtl calibrate --run DIR`` adds them to a checkpoint written before). They give a scale that
+needs no test data:
 
 * the two kinds of distillation discrepancy of the hybrid detector (detector class scores for COCO boxes,
   ImageNet logits for motion blobs) are each standardised by their own validation statistics before they are
-  compared (``docs/method.md``, "Scoring");
+  compared (:func:`standardize_discrepancy`; ``docs/method.md``, "Scoring");
 * :class:`Calibration` turns any object's raw task scores into a calibrated score, the fraction of normal
   validation objects that are less unusual, with a default alert threshold chosen on the validation objects
-  alone; :func:`calibrated_frame_scores` and :func:`alert_segments` carry it to frames and alerts
-  (``docs/method.md``, "Calibrated scores for your own videos"). ``ssmtl score-video`` reports these by
+  alone; :func:`ssmtl_core.score.calibrated_frame_scores` carries it to frames and :func:`alert_segments` to
+  alerts (``docs/method.md``, "Calibrated scores for your own videos"). ``ssmtl score-video`` reports these by
   default, and ``ssmtl evaluate`` their AUCs beside the paper's per-video normalisation.
+
+This module is plain NumPy on stored scores: it runs no model and reads no file, so the scorer
+(:mod:`ssmtl_core.score`) builds on it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import torch
 
-from .config import ScoreConfig
-from .detect import Detections
 from .errors import SSMTLError
-from .training_data import TrainingData
 
 #: A kind of discrepancy with fewer validation objects than this is standardised by the video's own
 #: objects of that kind instead (the median and spread of a handful of objects are not a scale).
 MIN_CALIBRATION_OBJECTS = 20
-
-
-def validation_scores(state: dict, data: TrainingData, profile, device: torch.device) -> dict:
-    """Raw task scores of the validation objects under a checkpoint (stored in it as ``calibration``).
-
-    Args:
-        state: the checkpoint (its model and distillation layout are used).
-        data: the training data the run used (its validation objects, frames and distillation targets).
-        profile: the run's settings.
-        device: where to score.
-
-    Returns:
-        ``{"objects": n, "tasks": {task: (n,) float32 tensor}, "kd_has_classes": (n,) bool tensor}``.
-    """
-    from .checkpoint import model_from_checkpoint
-    from .score import Scorer
-
-    layout = state["kd_layout"]
-    scorer = Scorer(model_from_checkpoint(state, device), profile.sample, layout, device, tasks=profile.train.tasks)
-    n_logits = int(layout.get("logits", 0))
-    index = np.sort(data.val_index)
-    parts: dict[str, list[np.ndarray]] = {}
-    has_parts = []
-    for v in np.unique(data.objects.video[index]):
-        rows = index[data.objects.video[index] == v]
-        objects = data.objects.subset(rows)
-        targets = data.kd_targets[rows] if data.kd_targets is not None else np.zeros((len(rows), 0), np.float32)
-        has = (np.ones(len(rows), bool) if data.kd_has_classes is None else data.kd_has_classes[rows])
-        has &= bool(layout.get("class_scores"))
-        detections = Detections(objects.frame, objects.boxes, np.ones(len(rows), np.float32),
-                                np.where(has, 0, -1).astype(np.int16), targets[:, n_logits:])
-        scores = scorer.score_objects(data.frames[v], detections, targets[:, :n_logits] if n_logits else None,
-                                       raw=True)
-        for task, values in scores.tasks.items():
-            parts.setdefault(task, []).append(values)
-        has_parts.append(has)
-    return {"objects": int(len(index)),
-            "tasks": {task: torch.from_numpy(np.concatenate(values).astype(np.float32))
-                      for task, values in parts.items()},
-            "kd_has_classes": torch.from_numpy(np.concatenate(has_parts) if has_parts else np.zeros(0, bool))}
 
 
 def _robust_scale(values: np.ndarray) -> tuple[float, float]:
@@ -312,38 +270,6 @@ class Calibration:
                          "-log(1 - p) summed, read against the validation objects' sums)"}
 
 
-def calibrated_frame_scores(object_scores: np.ndarray, frame: np.ndarray, num_frames: int,
-                            config: ScoreConfig | None = None) -> np.ndarray:
-    """Calibrated frame scores: how unusual the most unusual object of each frame is, against normal data.
-
-    Each frame takes the maximum calibrated score of its objects (0 without objects), as the paper's frame
-    score is the maximum over the frame (no spatial mean filter: it would average an object with the empty
-    cells around it, and the value would no longer be an object's). Then the profile's temporal Gaussian
-    (``score.gauss_taps``, ``score.gauss_sigma``, as in the paper) smooths the frames' surprises
-    ``-log(1 - p)``, and the result is read back as a fraction: a geometric mean of the tail probabilities
-    ``1 - p`` over the Gaussian window. A frame is then over the threshold when, around it, the most unusual
-    objects are consistently more unusual than the threshold's share of normal objects: a single normal object
-    that the per-object threshold flags by chance (1 in 100) does not raise an alert, an object far beyond the
-    normal range does even alone, and a sustained anomaly does.
-
-    Args:
-        object_scores: (N,) calibrated object scores in [0, 1].
-        frame: (N,) the frame of each object.
-        num_frames: frames in the video.
-        config: the profile's score settings (None or ``gauss_taps`` <= 1: no smoothing).
-
-    Returns:
-        (num_frames,) float64 in [0, 1].
-    """
-    from .score import temporal_smoothing
-
-    peaks = np.zeros(num_frames, np.float64)
-    np.maximum.at(peaks, np.asarray(frame, int), to_surprise(object_scores))
-    if config is not None:
-        peaks = temporal_smoothing(peaks, config).astype(np.float64)
-    return -np.expm1(-np.maximum(peaks, 0.0))
-
-
 def alert_segments(frame_scores: np.ndarray, threshold: float, object_scores: np.ndarray, frame: np.ndarray,
                    boxes: np.ndarray) -> list[dict]:
     """The runs of consecutive frames whose calibrated frame score reaches ``threshold``.
@@ -368,72 +294,3 @@ def alert_segments(frame_scores: np.ndarray, threshold: float, object_scores: np
                          "peak_frame_score": round(float(np.max(frame_scores[start:stop])), 6),
                          "peak_object": peak})
     return segments
-
-
-# -- runs and checkpoints ------------------------------------------------------------------------------------
-
-
-def run_validation_scores(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None,
-                          device: str = "auto", progress: bool = True, log=print) -> dict:
-    """The validation scores of a run's ``best.pt``, rebuilt from the run's training data (its dataset and cache
-    folders are read from ``run.json``; ``root`` and ``cache_root`` override them). Detections, frames and
-    teacher logits come from the caches when they are there."""
-    from .checkpoint import pick_device
-    from .evaluate import load_run
-    from .training_data import prepare_training_data
-
-    state, profile, dataset, cache = load_run(run_dir, root, cache_root)
-    data = prepare_training_data(dataset, profile, cache, progress=progress, log=log)
-    if not len(data.val_index):
-        raise SSMTLError(f"{run_dir}: its training data has no validation objects (train.val_fraction "
-                         f"{profile.train.val_fraction}), so there is nothing normal to calibrate on.")
-    return validation_scores(state, data, profile, pick_device(device))
-
-
-def calibrate_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None,
-                  device: str = "auto", force: bool = False, progress: bool = True, log=print) -> dict:
-    """``ssmtl calibrate``: add the validation scores to a run's ``best.pt`` (checkpoints written before
-    training stored them); written atomically. Returns the calibration's summary."""
-    from .checkpoint import load_checkpoint
-    from .io import atomic_path
-
-    best = Path(run_dir) / "best.pt"
-    state = load_checkpoint(best)
-    if force or not (state.get("calibration") or {}).get("objects"):
-        state["calibration"] = run_validation_scores(run_dir, root, cache_root, device, progress, log)
-        with atomic_path(best, suffix=".pt") as tmp:
-            torch.save(state, tmp)
-        log(f"{best}: calibration stored ({state['calibration']['objects']} validation objects)")
-    else:
-        log(f"{best} already holds its calibration ({state['calibration']['objects']} validation objects); "
-            "--force recomputes it")
-    return Calibration(state["calibration"], tuple(state["profile"]["train"]["tasks"])).summary()
-
-
-def checkpoint_calibration(state: dict, checkpoint: str | Path, tasks: tuple[str, ...], device: str = "auto",
-                           progress: bool = True, log=print, root: str | Path | None = None,
-                           cache_root: str | Path | None = None) -> Calibration:
-    """The calibration of a checkpoint; for one written before calibration existed, computed now from its run
-    folder (the checkpoint's folder, with its ``run.json``; ``root`` and ``cache_root`` override the dataset and
-    cache folders it names), or a clear error saying how to get one.
-
-    Raises:
-        SSMTLError: no calibration and none can be computed.
-    """
-    calibration = Calibration.from_state(state, tasks)
-    if calibration is not None:
-        return calibration
-    run_dir = Path(checkpoint).parent
-    how = (f"run `ssmtl calibrate --run {run_dir}` (add --root DATASET if the dataset moved) to store it in the "
-           "checkpoint, or pass --per-video-minmax for the paper's per-video normalisation")
-    if not (run_dir / "run.json").is_file():
-        raise SSMTLError(f"{checkpoint} holds no calibration (it predates calibrated scores) and {run_dir} has no "
-                         f"run.json to rebuild it from: {how}.")
-    log(f"{checkpoint} holds no calibration (it predates calibrated scores): computing it from the run's "
-        f"validation objects; {how.split(' (')[0]} to store it once")
-    try:
-        validation = run_validation_scores(run_dir, root, cache_root, device=device, progress=progress, log=log)
-    except SSMTLError as exc:
-        raise SSMTLError(f"{checkpoint} holds no calibration and it could not be rebuilt from {run_dir} ({exc}): "
-                         f"{how}.") from None
-    return Calibration(validation, tasks)

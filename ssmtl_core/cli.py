@@ -250,7 +250,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibration import calibrate_run
+    from .runs import calibrate_run
 
     summary = calibrate_run(args.run, root=args.root, cache_root=args.cache, device=args.device, force=args.force)
     print(json.dumps(summary, indent=2))
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SSMTLError as exc:
-        return _fail(str(exc), 2)
+        return _fail(settings.error_message(exc), 2)
     except OSError as exc:  # a full disk, a read-only cache, a file that vanished: what and where
         return _fail(os_error_message(exc), 2)
     except MemoryError:

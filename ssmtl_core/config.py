@@ -18,9 +18,11 @@ import dataclasses
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .errors import SSMTLError
+import yaml
+
+from .errors import SettingError, SSMTLError
 
 # The study's names, each defined here once and imported wherever it is needed.
 
@@ -38,8 +40,6 @@ TEACHERS: tuple[str, ...] = ("efficientnet_lite0", "resnet50")
 DETECTORS: tuple[str, ...] = ("yolo", "motion", "yolo+motion")
 IMAGENET_CLASSES = 1000
 """The teacher's logits per object (the ImageNet-1k classes)."""
-COCO_CLASSES = 80
-"""The COCO detector's class scores per box."""
 
 
 @dataclass
@@ -365,8 +365,6 @@ def load_profile(name: str, yaml_path: str | Path | None = None, overrides: dict
     """
     profile = get_profile(name)
     if yaml_path is not None:
-        import yaml
-
         path = Path(yaml_path)
         if not path.is_file():
             raise SSMTLError(f"settings file not found: {path}. Pass an existing YAML file.")
@@ -434,16 +432,7 @@ _RANGES: tuple[tuple[str, float, float | None, bool], ...] = (
 _DEFAULTS = {"detect": DetectConfig(), "sample": SampleConfig(), "train": TrainConfig(), "score": ScoreConfig()}
 
 
-def _refuse(name: str, value: Any, expected: str) -> None:
-    """Raise the one message for a bad setting: its field, its flag / notebook parameter, the value, the range."""
-    aliases = ""
-    try:  # settings imports this module: look the other names up lazily
-        from .settings import SETTINGS
-
-        row = next((s for s in SETTINGS if s.field == name), None)
-        if row is not None:
-            aliases = " (" + ", ".join([*row.flags[:1], row.parameter]) + ")"
-    except Exception:  # the names are a courtesy; the message stands without them
-        aliases = ""
-    raise SSMTLError(f"setting {name}{aliases} must be {expected}; got {value!r}. Fix the flag, the notebook "
-                     "parameter or the params/*.yaml value.")
+def _refuse(name: str, value: Any, expected: str) -> NoReturn:
+    """Raise the one message for a bad setting: its field, the value and what it must be (the entry points add
+    its flag and notebook parameter: :func:`ssmtl_core.settings.error_message`)."""
+    raise SettingError(name, value, expected)

@@ -23,15 +23,16 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .config import COCO_CLASSES, DETECTORS, DetectConfig
+from .config import DETECTORS, DetectConfig
 from .data.layouts import Dataset, Video
+from .detections import COCO_CLASSES, Detections
 from .errors import SSMTLError
 from .io import (
     Claim,
@@ -45,53 +46,7 @@ from .io import (
 )
 from .yolo import YoloDetector
 
-NUM_COCO_CLASSES = COCO_CLASSES
 HYBRID = "yolo+motion"
-
-
-@dataclass
-class Detections:
-    """The kept boxes of one video.
-
-    Attributes:
-        frame: (N,) int32 frame index of each box.
-        boxes: (N, 4) float32 x1, y1, x2, y2 in pixels of the original frame.
-        scores: (N,) float32 confidence.
-        classes: (N,) int16 COCO class id (-1 for detectors without classes).
-        class_scores: (N, 80) float16 per-class scores, or (N, 0) without classes.
-    """
-
-    frame: np.ndarray
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-    class_scores: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    @classmethod
-    def empty(cls, num_classes: int = 0) -> Detections:
-        return cls(np.zeros(0, np.int32), np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                   np.zeros(0, np.int16), np.zeros((0, num_classes), np.float16))
-
-    @classmethod
-    def concat(cls, parts: list[Detections], num_classes: int = 0) -> Detections:
-        if not parts:
-            return cls.empty(num_classes)
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                     ("frame", "boxes", "scores", "classes", "class_scores")))
-
-    def select(self, mask: np.ndarray) -> Detections:
-        return Detections(self.frame[mask], self.boxes[mask], self.scores[mask], self.classes[mask],
-                          self.class_scores[mask])
-
-    def in_frame(self, index: int) -> Detections:
-        return self.select(self.frame == index)
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"frame": self.frame, "boxes": self.boxes, "scores": self.scores, "classes": self.classes,
-                "class_scores": self.class_scores}
 
 
 # -- motion detector ------------------------------------------------------------------------------
@@ -260,7 +215,7 @@ def merge_hybrid(coco: Detections, blobs: Detections, max_cover: float = 0.3, ma
         max_cover: a blob covered at least this much by COCO boxes is dropped.
         margin: growth of the COCO boxes, as a fraction of their size per side.
     """
-    num_classes = coco.class_scores.shape[1] if len(coco) else NUM_COCO_CLASSES
+    num_classes = coco.class_scores.shape[1] if len(coco) else COCO_CLASSES
     keep = np.zeros(len(blobs), bool)
     for index in np.unique(blobs.frame):
         rows = np.flatnonzero(blobs.frame == index)

@@ -1,8 +1,8 @@
 """Evaluate a trained run: the paper's four numbers, per video, per task and the task ablation (paper Sec. 4; ``docs/method.md``, "Metrics").
 
-``evaluate_run(run_dir)`` scores every test object with the run's best checkpoint (raw task scores cached
-in ``<run>/eval/object_scores/`` and reused while checkpoint, dataset copy, detections and teacher are
-unchanged), turns them into frame and
+``evaluate_run(run_dir)`` scores every test object with the run's best checkpoint
+(:func:`ssmtl_core.runs.object_scores_for_run`: raw task scores cached in ``<run>/eval/object_scores/`` and
+reused while checkpoint, dataset copy, detections and teacher are unchanged), turns them into frame and
 region scores with the profile's published smoothing (never tuned on test labels), and writes
 ``metrics.json`` (micro/macro frame AUC, RBDC, TBDC, per-video AUCs, each task alone and every task subset,
 and what produced them) and ``frame_scores.csv``. Beside the paper's protocol, ``metrics.json`` holds the
@@ -13,35 +13,19 @@ video, with the alert threshold chosen on those objects, so no test label choose
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from .calibration import Calibration, calibrated_frame_scores, checkpoint_calibration
-from .checkpoint import load_checkpoint, model_from_checkpoint, pick_device
-from .config import TASKS, Profile, ScoreConfig, profile_from_dict
-from .data.frames import load_frames
-from .data.layouts import Dataset, open_dataset
-from .detect import detect_dataset
+from .calibration import Calibration
+from .config import TASKS, ScoreConfig, apply_overrides
+from .data.layouts import Dataset
 from .errors import SSMTLError
-from .io import (
-    atomic_path,
-    file_sha256,
-    load_npz,
-    package_versions,
-    read_json,
-    save_npz,
-    stable_hash,
-    write_json,
-)
+from .io import atomic_path, package_versions, read_json, write_json
 from .metrics import Regions, Tracks, macro_auc, micro_auc, per_video_auc, rbdc_tbdc, tracks_from_masks
-from .score import ObjectScores, Scorer, score_detections, score_video, task_subsets
-from .teachers import TeacherCache, load_teacher
+from .runs import checkpoint_calibration, load_run, object_scores_for_run
+from .score import ObjectScores, calibrated_frame_scores, score_video, task_subsets
 
 
 def ground_truth_tracks(dataset: Dataset) -> Tracks | None:
@@ -81,98 +65,6 @@ def object_labels(dataset: Dataset, object_scores: list[ObjectScores], min_cover
                 out[i] = masks[f, y1:y2, x1:x2].mean() >= min_cover
         labels.append(out)
     return labels
-
-
-def load_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None
-             ) -> tuple[dict, Profile, Dataset, Path]:
-    """The best checkpoint of a run, its profile, its dataset (``root`` overrides the recorded one) and
-    its cache folder."""
-    run = Path(run_dir)
-    state = load_checkpoint(run / "best.pt")
-    info = read_json(run / "run.json") if (run / "run.json").is_file() else {}
-    profile = profile_from_dict(state["profile"])
-    recorded = info.get("dataset", {}).get("root")
-    dataset_root = root or recorded
-    if dataset_root is None:
-        raise SSMTLError(f"{run} does not say where its dataset is; pass --root.")
-    dataset = open_dataset(profile.dataset, dataset_root)
-    cache = Path(cache_root or info.get("cache_root") or "cache")
-    return state, profile, dataset, cache
-
-
-def object_scores_for_run(run_dir: Path, state: dict, profile: Profile, dataset: Dataset, cache_root: Path,
-                          device: str = "auto", progress: bool = True, log=print,
-                          teacher_weights: str | None = None) -> tuple[list[ObjectScores], dict]:
-    """Raw task scores of every test object (cached per video, keyed by checkpoint, dataset copy, detections and
-    teacher)."""
-    device = pick_device(device)
-    detections = detect_dataset(dataset, profile.detect, cache_root, splits=("test",), progress=progress, log=log)
-    model = model_from_checkpoint(state, device, run_dir / "best.pt")
-    precision = profile.score.inference_precision
-    int8_inputs = (int8_calibration_inputs(dataset, profile, cache_root, progress, log) if precision == "int8"
-                   else None)
-    scorer = Scorer(model, profile.sample, state["kd_layout"], device, calibration=state.get("calibration"),
-                    tasks=profile.train.tasks, precision=precision, int8_inputs=int8_inputs)
-    checkpoint_hash = file_sha256(run_dir / "best.pt")[:12] + ("" if precision == "auto" else f"-{precision}")
-    folder = run_dir / "eval" / "object_scores"
-    teacher = None
-    results, objects, seconds, frames_total = [], 0, 0.0, 0
-    for video in tqdm(dataset.test, desc="score test videos", unit="video", disable=not progress):
-        path = folder / f"{video.name}.npz"
-        # The cached scores are reused only for the same checkpoint, dataset copy, detections (their file's
-        # size and time) and teacher: evaluating against another cache or re-made detections rescores.
-        det_file = detections.path(video).stat()
-        key = stable_hash([checkpoint_hash, dataset.cache_id, str(Path(dataset.root).resolve()), detections.key,
-                           det_file.st_size, det_file.st_mtime_ns, teacher_weights], 16)
-        if path.is_file():
-            with contextlib.suppress(Exception):  # a damaged cache file is simply recomputed
-                arrays = load_npz(path)
-                if str(arrays.pop("key", np.array(""))) == key:
-                    arrays.pop("checkpoint", None)
-                    results.append(ObjectScores.from_arrays(arrays))
-                    continue
-        frames = load_frames(video, cache_root / dataset.cache_id / "frames")
-        dets = detections.load(video)
-        if teacher is None and scorer.needs_teacher(dets).any():
-            model_teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size,
-                                         weights=teacher_weights)
-            teacher = TeacherCache(cache_root, dataset, model_teacher, detections)
-
-        start = time.perf_counter()
-        scores = score_detections(scorer, frames, dets, partial(_cached_logits, teacher, video, frames, dets))
-        seconds += time.perf_counter() - start
-        objects += len(dets)
-        frames_total += video.num_frames
-        save_npz(path, key=np.array(key), **scores.to_arrays())
-        results.append(scores)
-    timing = {"objects": objects, "frames": frames_total, "seconds": round(seconds, 2),
-              "objects_per_s": round(objects / seconds, 1) if seconds else None,
-              "frames_per_s_from_cached_detections": round(frames_total / seconds, 1) if seconds else None,
-              "backend": scorer.backend if objects else "cached scores", "precision_asked": precision}
-    return results, {"detections": detections.meta, "timing": timing, "checkpoint_sha256": checkpoint_hash}
-
-
-def int8_calibration_inputs(dataset: Dataset, profile: Profile, cache_root: Path, progress: bool = False, log=print,
-                            count: int = 256) -> np.ndarray:
-    """The consecutive sequences of ``count`` training objects spread evenly over the training videos: what
-    int8 quantization calibrates on (never a test object)."""
-    from .samples import objects_from_detections, scoring_sequences
-
-    detections = detect_dataset(dataset, profile.detect, cache_root, splits=("train",), progress=progress, log=log)
-    per_video = [detections.load(v) for v in dataset.train]
-    objects = objects_from_detections(per_video, [v.num_frames for v in dataset.train], profile.sample,
-                                      training=True)
-    pick = np.unique(np.linspace(0, len(objects) - 1, min(count, len(objects))).astype(int))
-    parts = []
-    for v in np.unique(objects.video[pick]):
-        rows = pick[objects.video[pick] == v]
-        frames = load_frames(dataset.train[v], cache_root / dataset.cache_id / "frames")
-        parts.append(scoring_sequences(frames, objects.frame[rows], objects.boxes[rows], profile.sample, rgb=False))
-    return np.concatenate(parts)
-
-
-def _cached_logits(cache: TeacherCache, video, frames: np.ndarray, dets, rows: np.ndarray) -> np.ndarray:
-    return cache.logits(video, frames, dets.frame[rows], dets.boxes[rows], rows)
 
 
 def evaluate_scores(dataset: Dataset, object_scores: list[ObjectScores], config: ScoreConfig,
@@ -269,8 +161,6 @@ def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root
     if (missing := dataset.missing_ground_truth()) is not None:
         raise SSMTLError(missing)
     if score_overrides:
-        from .config import apply_overrides
-
         profile = apply_overrides(profile, {"score": score_overrides})
     object_scores, info = object_scores_for_run(run, state, profile, dataset, cache, device, progress, log,
                                                 teacher_weights)

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from .config import SampleConfig
-from .detect import Detections
+from .detections import Detections
 from .errors import SSMTLError
 
 

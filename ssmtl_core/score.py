@@ -25,10 +25,12 @@ import torch
 from scipy.ndimage import convolve1d, uniform_filter
 from torch import nn
 
+from .calibration import standardize_discrepancy, to_surprise
 from .config import IMAGENET_CLASSES, TASKS, SampleConfig, ScoreConfig
-from .detect import Detections
+from .detections import Detections
 from .errors import SSMTLError
 from .model import SSMTLModel, as_input
+from .runtime import compile_module
 from .samples import scoring_sequences
 
 
@@ -137,8 +139,6 @@ class Scorer:
             self._compile_now()
 
     def _compile_now(self) -> None:
-        from .runtime import compile_module
-
         size, frames = self.sample.crop_size, 2 * self.sample.temporal_half + 1
         calibration = None
         if self.precision == "int8" and self.int8_inputs is not None:
@@ -221,8 +221,6 @@ class Scorer:
                 result["kd"] = np.zeros(0, np.float32)
         raw_kd = None
         if not raw and "kd" in result and has_classes.any() and not has_classes.all():
-            from .calibration import standardize_discrepancy
-
             raw_kd = result["kd"]
             result["kd"] = standardize_discrepancy(result["kd"], has_classes, self.calibration)
         return ObjectScores(detections.frame.copy(), detections.boxes.copy(), result,
@@ -379,3 +377,36 @@ def score_video(scores: ObjectScores, tasks: tuple[str, ...], num_frames: int, f
     frames = frame_scores_from_grid(grid, config)
     regions = region_scores(grid, scores.frame, scores.boxes, config) if with_regions else np.zeros(0, np.float32)
     return VideoResult(objects, frames, regions)
+
+
+# -- calibrated object scores to frame scores --------------------------------------------------
+
+
+def calibrated_frame_scores(object_scores: np.ndarray, frame: np.ndarray, num_frames: int,
+                            config: ScoreConfig | None = None) -> np.ndarray:
+    """Calibrated frame scores: how unusual the most unusual object of each frame is, against normal data.
+
+    Each frame takes the maximum calibrated score of its objects (0 without objects), as the paper's frame
+    score is the maximum over the frame (no spatial mean filter: it would average an object with the empty
+    cells around it, and the value would no longer be an object's). Then the profile's temporal Gaussian
+    (``score.gauss_taps``, ``score.gauss_sigma``, as in the paper) smooths the frames' surprises
+    ``-log(1 - p)``, and the result is read back as a fraction: a geometric mean of the tail probabilities
+    ``1 - p`` over the Gaussian window. A frame is then over the threshold when, around it, the most unusual
+    objects are consistently more unusual than the threshold's share of normal objects: a single normal object
+    that the per-object threshold flags by chance (1 in 100) does not raise an alert, an object far beyond the
+    normal range does even alone, and a sustained anomaly does.
+
+    Args:
+        object_scores: (N,) calibrated object scores in [0, 1] (:meth:`~ssmtl_core.calibration.Calibration.object_scores`).
+        frame: (N,) the frame of each object.
+        num_frames: frames in the video.
+        config: the profile's score settings (None or ``gauss_taps`` <= 1: no smoothing).
+
+    Returns:
+        (num_frames,) float64 in [0, 1].
+    """
+    peaks = np.zeros(num_frames, np.float64)
+    np.maximum.at(peaks, np.asarray(frame, int), to_surprise(object_scores))
+    if config is not None:
+        peaks = temporal_smoothing(peaks, config).astype(np.float64)
+    return -np.expm1(-np.maximum(peaks, 0.0))

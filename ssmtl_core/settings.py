@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .config import ARCHITECTURES, DATASETS, DETECTORS, TASKS, TEACHERS, Profile
-from .errors import SSMTLError
+from .errors import SettingError, SSMTLError
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,6 @@ SETTINGS: tuple[Setting, ...] = (
 _DEFAULTS = Profile(name="defaults", dataset="synthetic")
 _SECTIONS = ("detect", "sample", "train", "score")
 BY_PARAMETER: dict[str, Setting] = {s.parameter: s for s in SETTINGS}
-BY_FIELD: dict[str, Setting] = {s.field: s for s in SETTINGS if s.field}
 PARAMETERS: tuple[str, ...] = tuple(BY_PARAMETER)
 
 
@@ -232,8 +233,6 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
     The file may use either vocabulary: notebook parameters (``EPOCHS: 3``), profile sections
     (``train: {epochs: 3}``) or dotted fields (``train.epochs: 3``). Unknown names are an error.
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise SSMTLError(f"settings file not found: {path}. Pass an existing YAML file.")
@@ -256,13 +255,16 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
     return {**profile_overrides(parameters), **overrides}
 
 
-def parameter_table() -> str:
-    """The table as Markdown (for docs and ``--help`` epilogues)."""
-    lines = ["| notebook parameter | profile field | flag |", "|---|---|---|"]
-    for row in SETTINGS:
-        lines.append(f"| `{row.parameter}` | {f'`{row.field}`' if row.field else '—'} | "
-                     f"{', '.join(f'`{f}`' for f in row.flags) or '—'} |")
-    return "\n".join(lines)
+def error_message(error: Exception) -> str:
+    """The message of an error for the person who set the value: a :class:`~ssmtl_core.errors.SettingError`
+    (raised by :mod:`ssmtl_core.config`, which knows only profile fields) also names the setting's flag and
+    notebook parameter, e.g. ``setting train.batch_size (--batch-size, BATCH_SIZE) must be >= 1``."""
+    if not isinstance(error, SettingError):
+        return str(error)
+    row = next((s for s in SETTINGS if s.field == error.field), None)
+    if row is None:
+        return str(error)
+    return str(SettingError(error.field, error.value, error.expected, ", ".join([*row.flags[:1], row.parameter])))
 
 
 def _check_table() -> None:

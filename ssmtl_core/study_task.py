@@ -30,7 +30,7 @@ import numpy as np
 
 from . import report, settings
 from .config import Profile, load_profile
-from .errors import SSMTLError
+from .errors import SettingError, SSMTLError
 from .io import read_json
 from .study import open_or_generate, repo_path
 
@@ -65,7 +65,10 @@ class NotebookSetup:
         overrides = settings.profile_overrides(self.parameters)
         if self.tasks is not None:
             overrides["train.tasks"] = self.tasks
-        return load_profile(self.parameters["PROFILE"], overrides=overrides)
+        try:
+            return load_profile(self.parameters["PROFILE"], overrides=overrides)
+        except SettingError as exc:  # name the notebook parameter that set the value, not only its profile field
+            raise SSMTLError(settings.error_message(exc)) from None
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -220,7 +223,8 @@ def score_task(nb: NotebookSetup, run_dir: Path, task: str) -> TaskScores:
     scores with the object-level ground truth. Object scores are cached per video, so this scores once."""
     from sklearn.metrics import roc_auc_score
 
-    from .evaluate import evaluate_run, load_run, object_labels, object_scores_for_run
+    from .evaluate import evaluate_run, object_labels
+    from .runs import load_run, object_scores_for_run
 
     dataset = nb.dataset
     evaluation = evaluate_run(run_dir, root=dataset.root, cache_root=nb.cache_root, out_dir=nb.out / "evaluation",

@@ -42,6 +42,7 @@ from .distributed import RANK_SEED_STRIDE, World, join
 from .errors import SSMTLError
 from .io import atomic_path, package_versions, read_json, stable_hash, write_json
 from .model import SSMTLModel, as_input
+from .runs import store_validation_scores
 from .samples import Batch, SequenceSampler, prefetch
 from .training_data import TrainingData
 
@@ -585,7 +586,7 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
             _write_history(out, run.history)
     elapsed = time.perf_counter() - started
     if world.main:
-        _calibrate_best(out, data, profile, device, log)
+        store_validation_scores(out / "best.pt", data, profile, device)
     summary = {"epochs": run.epoch, "epochs_asked": cfg.epochs, "budget_minutes": cfg.budget_minutes,
                "stopped_by_budget": run.finished, "best_val_loss": run.best, "best_epoch": _best_epoch(run.history),
                "train_objects": int(len(data.train_index)), "val_objects": int(len(data.val_index)),
@@ -615,22 +616,6 @@ def _end_epoch(run: _RunState, model, sampler, data: TrainingData, profile: Prof
     log(f"epoch {run.epoch}/{cfg.epochs}: train {train_losses['total']:.4f} val {val_losses['total']:.4f}"
         + (" (best)" if improved else ""))
     return val_losses
-
-
-def _calibrate_best(out: Path, data: TrainingData, profile: Profile, device: torch.device, log) -> None:
-    """Store the raw task scores of the validation objects in ``best.pt`` (normal data the model never trained
-    on): they put a test object's scores on a common scale (:mod:`ssmtl_core.calibration`)."""
-    from .calibration import validation_scores
-
-    best = out / "best.pt"
-    if not best.is_file() or not len(data.val_index):
-        return
-    state = load_checkpoint(best, device)
-    if "calibration" in state:
-        return
-    state["calibration"] = validation_scores(state, data, profile, device)
-    with atomic_path(best, suffix=".pt") as tmp:
-        torch.save(state, tmp)
 
 
 def _best_epoch(history: list[dict]) -> int | None:

@@ -17,7 +17,8 @@ from tqdm import tqdm
 from .config import IMAGENET_CLASSES, Profile
 from .data.frames import load_frames
 from .data.layouts import Dataset
-from .detect import Detections, detect_dataset
+from .detect import detect_dataset
+from .detections import Detections
 from .errors import SSMTLError
 from .samples import ObjectIndex, objects_from_detections, require_objects, split_train_val
 from .teachers import TeacherCache, load_teacher

@@ -36,19 +36,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from .config import DetectConfig
+from .data.layouts import Video
+from .detections import COCO_CLASSES, Detections
 from .errors import SSMTLError
 from .io import file_sha256
-
-if TYPE_CHECKING:
-    from .data.layouts import Video
-    from .detect import Detections
 
 STRIDE = 32  # the coarsest head's stride: every input side must be a multiple of it
 DFL_BINS = 16  # distance bins per box side in the YOLOv8 / YOLO11 head
@@ -439,8 +436,6 @@ class YoloDetector:
     has_classes = True
 
     def __init__(self, config: DetectConfig, device: str = "cpu"):
-        from .detect import NUM_COCO_CLASSES  # detect.py imports this module: import at call time
-
         if config.imgsz < 0 or config.imgsz % STRIDE:
             raise SSMTLError(f"detect.imgsz must be 0 (native size) or a multiple of {STRIDE}, not {config.imgsz}.")
         self.config = config
@@ -449,7 +444,7 @@ class YoloDetector:
         self.class_names = self.backend.class_names
         self.num_classes = len(self.class_names)
         self.weights_path = self.backend.weights_path
-        if self.num_classes != NUM_COCO_CLASSES:
+        if self.num_classes != COCO_CLASSES:
             raise SSMTLError(f"{self.weights} predicts {self.num_classes} classes; SSMTL's distillation target "
                              "needs a COCO (80-class) detector.")
 
@@ -524,8 +519,6 @@ class YoloDetector:
         Anchors whose best class score passes ``conf`` are kept; each goes to the tile holding its centre,
         back to that frame's pixels (boxes under 1 pixel dropped), then class-wise NMS.
         """
-        from .detect import Detections
-
         raw = raw.T  # (N, 4 + C)
         class_scores = raw[:, 4:]
         best = class_scores.max(axis=1)
@@ -562,8 +555,6 @@ class YoloDetector:
 
     def detect_video(self, video: Video, progress: bool = False) -> Detections:
         """Detect objects in every frame of ``video``, ``batch * tiles`` frames per call."""
-        from .detect import NUM_COCO_CLASSES, Detections
-
         chunk = max(1, self.config.batch) * self.tiles
         parts: list[Detections] = []
         buffer: list[np.ndarray] = []
@@ -584,4 +575,4 @@ class YoloDetector:
                 flush()
         if buffer:
             flush()
-        return Detections.concat(parts, NUM_COCO_CLASSES)
+        return Detections.concat(parts, COCO_CLASSES)

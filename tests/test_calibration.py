@@ -13,14 +13,13 @@ from ssmtl_core.calibration import (
     MIN_CALIBRATION_OBJECTS,
     Calibration,
     alert_segments,
-    calibrated_frame_scores,
-    checkpoint_calibration,
     empirical_cdf,
     surprise,
 )
 from ssmtl_core.config import ScoreConfig
 from ssmtl_core.errors import SSMTLError
-from ssmtl_core.score import ObjectScores
+from ssmtl_core.runs import checkpoint_calibration
+from ssmtl_core.score import ObjectScores, calibrated_frame_scores
 
 # -- the math ------------------------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from ssmtl_core.calibration import MIN_CALIBRATION_OBJECTS, standardize_discrepa
 from ssmtl_core.config import DetectConfig
 from ssmtl_core.data import open_dataset
 from ssmtl_core.data.synthetic import generate_synthetic
-from ssmtl_core.detect import DetectionCache, Detections, covered_fraction, detect_dataset, merge_hybrid
+from ssmtl_core.detect import DetectionCache, covered_fraction, detect_dataset, merge_hybrid
+from ssmtl_core.detections import Detections
 from ssmtl_core.train import DistillationTargets
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ssmtl_core.config import SampleConfig, ScoreConfig
-from ssmtl_core.detect import Detections
+from ssmtl_core.detections import Detections
 from ssmtl_core.model import SSMTLModel
 from ssmtl_core.score import (
     ObjectScores,
