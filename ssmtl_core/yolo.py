@@ -104,15 +104,26 @@ class LetterboxPlan:
     cols: int
 
     def tile_of(self, centres: np.ndarray) -> np.ndarray:
-        """The tile index of each (x, y) box centre in input pixels."""
-        rows = np.floor(centres[:, 1] / self.cell[0])
-        cols = np.floor(centres[:, 0] / self.cell[1])
+        """The tile index of each (x, y) box centre in input pixels.
+
+        A centre outside the input (a box reaching into the frame from beyond its edge) goes to the nearest
+        tile, not to a tile that does not exist, where its box would be lost.
+        """
+        rows = np.clip(np.floor(centres[:, 1] / self.cell[0]), 0, len(self.offsets) // self.cols - 1)
+        cols = np.clip(np.floor(centres[:, 0] / self.cell[1]), 0, self.cols - 1)
         return (rows * self.cols + cols).astype(int)
 
     def to_frame(self, boxes: np.ndarray, tile: int) -> np.ndarray:
-        """x1, y1, x2, y2 boxes in input pixels -> pixels of the tile's frame, clipped to the frame."""
+        """x1, y1, x2, y2 boxes in input pixels -> pixels of the tile's frame, clipped to the frame.
+
+        Each axis is divided by the factor the frame was actually resized by (the resized side is rounded to
+        whole pixels, so it is not exactly ``scale``: 427 / 240 rows against 640 / 360 columns for Ped2 in
+        640x640, 0.19 pixels at the frame's bottom), as ultralytics 8.4 maps its boxes back.
+        """
         x0, y0 = self.offsets[tile]
-        boxes = (boxes - np.array([x0, y0, x0, y0], np.float32)) / self.scale
+        gain_x, gain_y = self.resized[1] / self.frame_size[1], self.resized[0] / self.frame_size[0]
+        boxes = (boxes - np.array([x0, y0, x0, y0], np.float32)) / np.array([gain_x, gain_y, gain_x, gain_y],
+                                                                             np.float32)
         height, width = self.frame_size
         return np.clip(boxes, 0, np.array([width, height, width, height], np.float32)).astype(np.float32)
 
@@ -209,21 +220,65 @@ def _source(node, index: int = 0):
     return node.input(index).get_source_output()
 
 
+def _reshaped_heads(concat, channels: int | None = None) -> list | None:
+    """The 4-D tensors (1, channels, h, w) that ``concat`` joins as ``Concat(Reshape(head) per scale)``, else None."""
+    if concat.get_type_name() != "Concat" or concat.get_input_size() != 3:
+        return None
+    reshapes = [_source(concat, i).get_node() for i in range(3)]
+    if any(r.get_type_name() != "Reshape" for r in reshapes):
+        return None
+    heads = [_source(r) for r in reshapes]
+    shapes = [h.get_partial_shape() for h in heads]
+    if any(len(s) != 4 or (channels is not None and s[1].get_length() != channels) for s in shapes):
+        return None
+    return heads
+
+
+def _box_heads(node, max_nodes: int = 64) -> list | None:
+    """The per-scale DFL box heads (1, 64, h, w) found walking up from ``node`` (the decoded boxes)."""
+    queue, seen = [node], set()
+    while queue and len(seen) < max_nodes:
+        node = queue.pop(0)
+        heads = _reshaped_heads(node, 4 * DFL_BINS)
+        if heads is not None:
+            return heads
+        seen.add(node.get_name())
+        queue += [n for n in (_source(node, i).get_node() for i in range(node.get_input_size()))
+                  if n.get_name() not in seen and n.get_type_name() != "Constant"]
+    return None
+
+
 def head_outputs(model) -> list:
     """The per-scale head tensors (1, 64 + C, h, w) of an exported YOLOv8 / YOLO11 detection model.
 
-    The export ends ``Concat(boxes, Sigmoid(Split(Concat(Reshape(head_i)))))``; this walks that tail back
-    from the output and fails with a clear message on any other structure.
+    Two tails are known. Exports of ultralytics 8.1-8.3 (the shared int8 ones) end
+    ``Concat(boxes, Sigmoid(Split(Concat(Reshape(head_i)))))`` with one (64 + C)-channel head per scale.
+    Exports of ultralytics 8.4 keep the two branches apart: ``Concat(boxes(Concat(Reshape(box_i))),
+    Sigmoid(Concat(Reshape(cls_i))))``; there each scale's 64 box and C class channels are joined here, so
+    both give the same heads. Any other structure fails with a clear message.
     """
+    import openvino.opset13 as ops
+
     concat = _source(model.output(0).get_node()).get_node()
-    sigmoid = next((_source(concat, i).get_node() for i in range(concat.get_input_size())
-                    if _source(concat, i).get_node().get_type_name() == "Sigmoid"), None)
-    expected = "Concat(boxes, Sigmoid(Split(Concat(Reshape(head) per scale))))"
+    inputs = [_source(concat, i).get_node() for i in range(concat.get_input_size())]
+    sigmoid = next((node for node in inputs if node.get_type_name() == "Sigmoid"), None)
+    expected = ("Concat(boxes, Sigmoid(Split(Concat(Reshape(head) per scale)))) or Concat(boxes(Concat(Reshape("
+                "box head) per scale)), Sigmoid(Concat(Reshape(class head) per scale)))")
     if concat.get_type_name() != "Concat" or sigmoid is None:
         raise SSMTLError(f"the export's output is not a YOLOv8/YOLO11 detection tail ({expected}).")
-    scales = _source(_source(sigmoid).get_node()).get_node()
-    heads = [_source(_source(scales, i).get_node()) for i in range(scales.get_input_size())]
-    if scales.get_type_name() != "Concat" or len(heads) != 3 or any(len(h.get_partial_shape()) != 4 for h in heads):
+    below = _source(sigmoid).get_node()
+    if below.get_type_name() in ("Split", "VariadicSplit"):  # one head per scale, split after the Concat
+        heads = _reshaped_heads(_source(below).get_node())
+    else:  # box and class heads apart: join each scale's pair
+        classes = _reshaped_heads(below)
+        boxes = next((found for node in inputs if node is not sigmoid
+                      for found in [_box_heads(node)] if found is not None), None)
+        heads = None
+        if classes is not None and boxes is not None:
+            pairs = list(zip(boxes, classes))
+            if all(list(b.get_partial_shape())[2:] == list(c.get_partial_shape())[2:] for b, c in pairs):
+                heads = [ops.concat([b, c], 1).output(0) for b, c in pairs]
+    if heads is None:
         raise SSMTLError(f"the export's output is not a YOLOv8/YOLO11 detection tail ({expected}).")
     return heads
 
