@@ -150,7 +150,7 @@ def profile_overrides(parameters: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in parameters.items():
         row = setting(name)
         if name == "OVERRIDES":
-            overrides.update(field_overrides(value))
+            overrides.update(field_overrides(value, declared=parameters))
             continue
         if row.field is None or value is None or (row.unset is not None and value == row.unset):
             continue
@@ -158,23 +158,25 @@ def profile_overrides(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return overrides
 
 
-def field_overrides(value: Any) -> dict[str, Any]:
-    """The ``OVERRIDES`` parameter: profile fields that have no parameter of their own, by their dotted name
-    (``{"sample.temporal_half": 1}``). A field that has a parameter is refused with the parameter's name (each
-    setting is set one way); unknown fields and bad values are refused by :func:`ssmtl_core.config.load_profile`.
+def field_overrides(value: Any, declared: Iterable[str] = ()) -> dict[str, Any]:
+    """The ``OVERRIDES`` parameter: profile fields by their dotted name (``{"sample.temporal_half": 1}``), for
+    the settings that have no parameter where they are set. A field whose parameter is ``declared`` there too
+    (``train.epochs`` next to ``EPOCHS``) is refused with the parameter's name: each value is set one way. Unknown
+    fields and bad values are refused by :func:`ssmtl_core.config.load_profile`.
     """
     if value is None or value == "" or value == {}:
         return {}
     if not isinstance(value, Mapping):
         raise SSMTLError(f"OVERRIDES must be a dict of profile fields, e.g. {{'sample.temporal_half': 1}}; got "
                          f"{value!r}. Fix the notebook parameter or the params/*.yaml value.")
+    declared = set(declared)
     for key in value:
         if not isinstance(key, str) or key.count(".") != 1:
             raise SSMTLError(f"OVERRIDES: {key!r} must be a profile field written as section.name (e.g. "
                              "sample.temporal_half).")
         row = next((s for s in SETTINGS if s.field == key), None)
-        if row is not None:
-            raise SSMTLError(f"OVERRIDES: {key} has its own parameter {row.parameter}: set {row.parameter} instead.")
+        if row is not None and row.parameter in declared:
+            raise SSMTLError(f"OVERRIDES: {key} is also the parameter {row.parameter}: set {row.parameter} instead.")
     return dict(value)
 
 

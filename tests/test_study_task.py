@@ -12,7 +12,7 @@ from ssmtl_core.study import lowest_validation_loss
 
 def _namespace(tmp_path, **parameters):
     return {"PROFILE": "synthetic", "OUT_DIR": str(tmp_path / "out"), "RUNS_DIR": str(tmp_path / "runs"),
-            "ARCH": "shallow_narrow", "SEED": 0, "OVERRIDES": {}, "DETECTOR": "", **parameters}
+            "ARCH": "shallow_narrow", "EPOCHS": 1, "SEED": 0, "OVERRIDES": {}, "DETECTOR": "", **parameters}
 
 
 def test_overrides_reach_the_profile_and_name_the_run(tmp_path):
@@ -37,7 +37,7 @@ def test_overrides_tag_is_short_and_safe():
 @pytest.mark.parametrize("overrides, message", [
     ({"sample.temporal_half": 0}, "sample.temporal_half"),  # out of range: config.validate
     ({"sample.no_such_field": 1}, "unknown setting sample.no_such_field"),  # a typo: config.apply_overrides
-    ({"train.epochs": 2}, "set EPOCHS instead"),  # one way to set each setting
+    ({"train.epochs": 2}, "set EPOCHS instead"),  # the notebook has EPOCHS: one way to set each value
     ({"temporal_half": 1}, "section.name"),
     ("sample.temporal_half=1", "must be a dict"),
 ])
@@ -45,6 +45,13 @@ def test_bad_overrides_stop_in_the_setup_cell(tmp_path, overrides, message):
     nb = study_task.setup("01_arrow_of_time", _namespace(tmp_path, OVERRIDES=overrides), tasks="aot")
     with pytest.raises(SSMTLError, match=message):
         nb.profile  # noqa: B018 - the notebooks' setup cell reads it first
+
+
+def test_overrides_set_a_field_whose_parameter_the_notebook_lacks(tmp_path):
+    """Notebook 05 has no TASKS parameter: its OVERRIDES may train a subset of the tasks, in a folder of its own."""
+    nb = study_task.setup("05_train_architecture", _namespace(tmp_path, OVERRIDES={"train.tasks": "aot,irr,mid"}))
+    assert nb.profile.train.tasks == ("aot", "irr", "mid")
+    assert nb.run_dir("shallow_narrow").name == "shallow_narrow-tasks=aot+irr+mid"
 
 
 def test_single_task_notebook_keeps_its_task(tmp_path):
