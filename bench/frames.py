@@ -84,7 +84,8 @@ def training_speed(frames, steps: int = 4) -> float:
     import torch
 
     from ssmtl_core.model import SSMTLModel
-    from ssmtl_core.train import epoch_batches, native_bf16, training_step
+    from ssmtl_core.precision import BF16, FP32, native_bf16, training_step
+    from ssmtl_core.train import epoch_batches
 
     rng = np.random.default_rng(2)
     n = 64 * (steps + 1)
@@ -99,7 +100,7 @@ def training_speed(frames, steps: int = 4) -> float:
     model = SSMTLModel("shallow_narrow", 1080, kd_probabilities=80).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     targets = rng.random((n, 1080)).astype(np.float32)
-    precision = "bf16" if native_bf16() else "fp32"
+    precision = BF16 if native_bf16() else FP32
     batches = epoch_batches(sampler, np.arange(n), 64, 0, 0)
     training_step(model, optimizer, next(batches), tasks, targets, 0.5, torch.device("cpu"), precision)
     start = time.perf_counter()

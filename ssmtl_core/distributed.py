@@ -15,7 +15,7 @@ then trains one model together with the others:
   epoch), so every rank takes the same number of steps. One step of N processes averages the gradients of
   ``N x batch_size`` objects: the effective batch is N times the per-process batch (the learning rate is kept).
 * **Gradients** (:meth:`World.wrap`): DistributedDataParallel around the joint loss. A training step runs one
-  backward per encoder pass (:func:`ssmtl_core.train.training_step`); both passes synchronise (the first
+  backward per encoder pass (:func:`ssmtl_core.precision.training_step`); both passes synchronise (the first
   pass's encoder gradient is averaged, the second adds its own average), and ``find_unused_parameters`` lets
   each pass leave the other pass's heads alone. After each epoch the ranks compare a checksum of their weights
   (:meth:`World.check_in_sync`) and stop with an error should they ever differ.
@@ -176,7 +176,7 @@ class World:
 
         Args:
             model: the network on this rank's device.
-            losses: ``losses(model, batch, tasks) -> {task: loss}`` (:func:`ssmtl_core.train.task_losses`).
+            losses: ``losses(model, batch, tasks) -> {task: loss}`` (:func:`ssmtl_core.losses.task_losses`).
 
         Returns:
             ``forward(batch, tasks) -> {task: loss}``, whose backward averages the gradients over the ranks.

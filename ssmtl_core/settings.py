@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .config import ARCHITECTURES, DATASETS, DETECTORS, TASKS, TEACHERS, Profile
+from .config import ARCHITECTURES, DATASETS, DETECTORS, PRECISIONS, TASKS, TEACHERS, Profile
 from .errors import SettingError, SSMTLError
 
 
@@ -100,7 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEED", "train.seed", ("--seed",), "seed of everything random in training"),
     Setting("DEVICE", "train.device", ("--device",), "auto (CUDA when present), cpu or cuda"),
     Setting("PRECISION", "train.precision", ("--precision",), "training precision (auto: bf16 where native and faster)",
-            choices=("auto", "fp32", "bf16")),
+            choices=PRECISIONS),
     Setting("BUDGET_MINUTES", "train.budget_minutes", ("--budget-minutes",),
             "CPU-time budget of training in minutes: whole epochs while they fit (0: none)"),
     # steps 6-7: scoring

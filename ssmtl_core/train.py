@@ -1,16 +1,15 @@
-"""Joint training of the four proxy tasks (paper Sec. 3.2-3.3; ``docs/method.md``, "Training").
+"""The training loop: joint training of the four proxy tasks (paper Sec. 3.2-3.3; ``docs/method.md``, "Training").
 
-``L = L_aot + L_irr + L_mid + lambda * L_kd`` with cross-entropy for the two binary tasks and mean absolute
-error for the middle-box reconstruction and the distillation; Adam, lr 1e-3, batch 64. Per video, the first
-85% of the samples (in time) train and the last 15% validate; the checkpoint with the lowest validation loss
-is kept. Any subset of the tasks can be trained (the paper's ablation).
-
-One encoder pass serves the arrow-of-time and distillation heads (the distillation target does not depend
-on the direction), one the irregularity head, one the middle-box decoder; the first two share a single call
-to the encoder.
+The joint loss ``L = L_aot + L_irr + L_mid + lambda * L_kd`` is :mod:`ssmtl_core.losses`; one optimisation step
+on it, and the precision it runs in, are :mod:`ssmtl_core.precision`. Here: Adam, lr 1e-3, batch 64; per
+video, the first 85% of the samples (in time) train and the last 15% validate; the checkpoint with the lowest
+validation loss is kept, with the validation objects' scores that calibrate it
+(:func:`ssmtl_core.runs.store_validation_scores`). Any subset of the tasks can be trained (the paper's
+ablation).
 
 The caller prepares the data (:func:`ssmtl_core.training_data.prepare_training_data`) and hands it to
-:func:`train`, which only trains: it knows nothing of detectors, teachers or caches. Runs resume: ``last.pt``
+:func:`train`, which knows nothing of detectors or teachers; of the cache folder it uses one file, where the
+timed precision choice is remembered (``precision.json``). Runs resume: ``last.pt``
 is written every few minutes, at the end of each epoch and on Ctrl-C; every batch draws its order,
 reversals and gaps from ``(seed, epoch, batch)``, so an interrupted run that resumes makes exactly the draws
 an uninterrupted one would. On a CPU, in fp32, the same seed gives the same losses.
@@ -33,7 +32,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -41,287 +39,14 @@ from .config import Profile
 from .distributed import RANK_SEED_STRIDE, World, join
 from .errors import SSMTLError
 from .io import atomic_path, package_versions, read_json, stable_hash, write_json
-from .model import SSMTLModel, as_input
+from .losses import DistillationTargets, backward_groups, task_losses, weighted_total
+from .model import SSMTLModel
+from .precision import FP32, Precision, choose_precision, training_step
 from .runs import store_validation_scores
 from .samples import Batch, SequenceSampler, prefetch
 from .training_data import TrainingData
 
 VAL_EPOCH = 999_983  # the "epoch" whose draws validation uses, the same at every epoch
-
-
-# -- the joint loss ------------------------------------------------------------------------------
-
-
-@dataclass
-class DistillationTargets:
-    """The distillation targets of all objects, with the parts that count for each.
-
-    Attributes:
-        values: (N, D) float32: the teacher's logits, then the detector's class scores.
-        has_classes: (N,) bool, False where the class-score part is not a target (class-agnostic objects);
-            None when it counts for every object.
-        logits: how many leading values are teacher logits.
-        balance: weigh the two parts equally (the mean error of each, averaged) instead of every value
-            equally (the paper's plain L1, in which 1000 logits outweigh 80 class scores).
-    """
-
-    values: np.ndarray
-    has_classes: np.ndarray | None = None
-    logits: int = 0
-    balance: bool = False
-
-    @classmethod
-    def from_data(cls, data: TrainingData, balance: bool = False) -> DistillationTargets | None:
-        if data.kd_targets is None:
-            return None
-        return cls(data.kd_targets, data.kd_has_classes, int(data.kd_layout.get("logits", 0)), balance)
-
-    def loss(self, prediction: torch.Tensor, index: np.ndarray) -> torch.Tensor:
-        """Mean absolute error over the target values that count (all of them: the paper's L1)."""
-        target = torch.from_numpy(self.values[index]).to(prediction.device)
-        two_parts = 0 < self.logits < target.shape[1]
-        if not (self.balance and two_parts) and (self.has_classes is None or self.has_classes[index].all()):
-            return F.l1_loss(prediction, target)
-        weight = torch.ones_like(target)
-        if self.balance and two_parts:  # each part's values share a weight of 1
-            weight[:, :self.logits] = 1.0 / self.logits
-            weight[:, self.logits:] = 1.0 / (target.shape[1] - self.logits)
-        if self.has_classes is not None:
-            weight[torch.from_numpy(~self.has_classes[index]).to(prediction.device), self.logits:] = 0.0
-        return ((prediction - target).abs() * weight).sum(1).div(weight.sum(1)).mean()
-
-
-def task_losses(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...],
-                kd_targets: np.ndarray | DistillationTargets | None, device: torch.device
-                ) -> dict[str, torch.Tensor]:
-    """The loss of every trained task on one batch (paper Sec. 3.2; ``docs/method.md``, "Proxy tasks").
-
-    The arrow-of-time input is the consecutive sequence reversed where ``aot_label`` is 1; the distillation
-    head reads the same encoder features; the irregularity input is the intermittent sequence where
-    ``irr_label`` is 1; the middle-box input drops the middle frame, which is the target.
-
-    Args:
-        model: the network.
-        batch: uint8 crops and labels from :class:`~ssmtl_core.samples.SequenceSampler`.
-        tasks: the tasks to compute.
-        kd_targets: the distillation targets of all objects (an array, or :class:`DistillationTargets`).
-        device: where to compute.
-    """
-    if kd_targets is not None and not isinstance(kd_targets, DistillationTargets):
-        kd_targets = DistillationTargets(np.asarray(kd_targets, np.float32))
-    consecutive = as_input(batch.consecutive, device)
-    t = consecutive.shape[2] // 2
-    losses: dict[str, torch.Tensor] = {}
-    inputs, heads = [], []
-    if "aot" in tasks or "kd" in tasks:
-        label = torch.from_numpy(batch.aot_label if "aot" in tasks else np.zeros_like(batch.aot_label)).to(device)
-        reverse = label.view(-1, 1, 1, 1, 1).bool()
-        inputs.append(torch.where(reverse, consecutive.flip(2), consecutive))
-        heads.append("aot")
-    if "irr" in tasks:
-        intermittent = as_input(batch.intermittent, device)
-        irr_label = torch.from_numpy(batch.irr_label).to(device)
-        inputs.append(torch.where(irr_label.view(-1, 1, 1, 1, 1).bool(), intermittent, consecutive))
-        heads.append("irr")
-    if inputs:
-        features = model.encoder(torch.cat(inputs) if len(inputs) > 1 else inputs[0])
-        chunks = dict(zip(heads, features.chunk(len(inputs)) if len(inputs) > 1 else [features]))
-        if "aot" in tasks:
-            losses["aot"] = F.cross_entropy(model.aot_head(chunks["aot"]).float(), label)
-        if "kd" in tasks:
-            losses["kd"] = kd_targets.loss(model.kd_head(chunks["aot"]).float(), batch.index)
-        if "irr" in tasks:
-            losses["irr"] = F.cross_entropy(model.irr_head(chunks["irr"]).float(), irr_label)
-    if "mid" in tasks:
-        keep = [i for i in range(consecutive.shape[2]) if i != t]
-        reconstruction = model.middle(consecutive[:, :, keep].contiguous(memory_format=torch.channels_last_3d))
-        losses["mid"] = F.l1_loss(reconstruction.float(), consecutive[:, :, t])
-    return losses
-
-
-def weighted_total(losses: dict, kd_weight: float):
-    """``L_aot + L_irr + L_mid + lambda * L_kd`` over the tasks present (tensors or floats alike)."""
-    return sum(value * (kd_weight if task == "kd" else 1.0) for task, value in losses.items())
-
-
-def backward_groups(tasks: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """The trained tasks grouped by encoder pass: arrow of time, irregularity and distillation share one pass
-    (:func:`task_losses`), middle-box prediction has its own."""
-    sequence = tuple(t for t in tasks if t != "mid")
-    return [group for group in (sequence, ("mid",) if "mid" in tasks else ()) if group]
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context of a precision: ``bf16`` on CUDA or a CPU, nothing for ``fp32``.
-
-    A mixed precision (``"bf16+fp32:mid"``, see :func:`group_precision`) autocasts as its base, ``bf16``.
-    """
-    if precision.split("+")[0] == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def group_precision(precision: str, group: tuple[str, ...]) -> str:
-    """The precision of one encoder pass (:func:`backward_groups`) under a training precision.
-
-    ``"fp32"`` and ``"bf16"`` apply to every pass; ``"bf16+fp32:mid"`` runs the passes holding a listed task
-    in fp32 and the others in bf16. :func:`choose_precision` makes such a choice when a bf16 kernel of this
-    machine returns non-finite gradients for one pass only (e.g. PyTorch 2.14's oneDNN bf16 Conv3d weight
-    gradient with 32 channels at 64x64 over 6 frames, the middle-box pass of deep_wide, is NaN on AMX CPUs).
-    """
-    base, _, exempt = precision.partition("+fp32:")
-    return "fp32" if exempt and set(group) & set(exempt.split(",")) else base
-
-
-def training_step(model: SSMTLModel, optimizer: torch.optim.Optimizer, batch: Batch, tasks: tuple[str, ...],
-                  kd_targets, kd_weight: float, device: torch.device, precision: str = "fp32",
-                  forward=None) -> dict[str, torch.Tensor]:
-    """One optimisation step on the joint loss; returns the detached losses.
-
-    One backward per encoder pass (:func:`backward_groups`): the gradients add up to those of the summed
-    loss, but the first pass's activations are freed before the middle-box pass runs (deep_wide at batch 64:
-    peak RSS 6.1 -> 4.6 GB on a CPU). ``forward(batch, tasks)``, when given, computes the losses instead of
-    :func:`task_losses` (the DistributedDataParallel one of :meth:`ssmtl_core.distributed.World.wrap`).
-    """
-    optimizer.zero_grad(set_to_none=True)
-    losses: dict[str, torch.Tensor] = {}
-    for group in backward_groups(tasks):
-        with autocast(device, group_precision(precision, group)):
-            part = forward(batch, group) if forward else task_losses(model, batch, group, kd_targets, device)
-            part_loss = weighted_total(part, kd_weight)
-        part_loss.backward()
-        losses.update({task: value.detach() for task, value in part.items()})
-        _refuse_non_finite(model, group, part, precision)
-    optimizer.step()
-    return losses
-
-
-def _refuse_non_finite(model: torch.nn.Module, group: tuple[str, ...], losses: dict[str, torch.Tensor],
-                       precision: str) -> None:
-    """Stop before a non-finite loss or gradient reaches the weights (a NaN weight ruins every later step and
-    the checkpoints written after it)."""
-    if _all_finite([*losses.values(), *(p.grad for p in model.parameters() if p.grad is not None)]):
-        return
-    raise SSMTLError(
-        f"training diverged: the {'+'.join(group)} pass gave a non-finite loss or gradient (precision "
-        f"{precision}); the weights were left as they were before this step and the checkpoints on disk are "
-        "intact. Rerun with --precision fp32 (train.precision, PRECISION) or a lower --lr (train.lr, LR).")
-
-
-def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every value of every tensor is finite, read back once (one device sync per step, not one per
-    parameter)."""
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    from .io import machine_info
-
-    return bool({"avx512_bf16", "amx_bf16"} & set(machine_info().get("cpu_flags", [])))
-
-
-def choose_precision(model: SSMTLModel, batch: Batch, profile: Profile, kd_targets, device: torch.device,
-                     trials: int = 3, memory: Path | None = None) -> tuple[str, dict]:
-    """The precision training runs in, and why (``train.precision``; ``docs/method.md``, "Training").
-
-    ``auto``: bf16 on CUDA; on a CPU with native bf16, ``trials`` timed steps of each of fp32 and bf16 on a
-    throw-away copy of the model (after one warm-up step each), keeping the faster; fp32 on other CPUs, where
-    bf16 is emulated. The copy keeps the real run's weights and random draws untouched. A timed choice is
-    remembered in ``memory`` (a JSON file, per CPU, model and batch shape), so later runs on the same machine
-    make the same choice instead of a new one that the load of the moment could tip.
-
-    Whatever chose bf16 (``auto`` or ``bf16`` asked for), one bf16 step on a throw-away copy first checks that
-    every encoder pass gives finite gradients; a pass that does not runs in fp32 (``"bf16+fp32:mid"``,
-    :func:`group_precision`), and if none does, the run is fp32. A bf16 kernel bug then costs speed, not the
-    run (a NaN weight after the first step would otherwise end it).
-
-    Returns:
-        ``(precision, info)``: ``"fp32"``, ``"bf16"`` or ``"bf16+fp32:TASKS"``, and why (with the seconds per
-        step of each timed candidate).
-    """
-    cfg = profile.train
-    if not cfg.amp or cfg.precision == "fp32":
-        return "fp32", {"reason": "asked for"}
-    if cfg.precision not in ("auto", "bf16"):
-        raise SSMTLError(f"train.precision must be auto, fp32 or bf16, not {cfg.precision!r}.")
-    if cfg.precision == "bf16":
-        return _finite_bf16(model, batch, profile, kd_targets, device, {"reason": "asked for"})
-    if device.type == "cuda":
-        if not torch.cuda.is_bf16_supported():
-            return "fp32", {"reason": "CUDA"}
-        return _finite_bf16(model, batch, profile, kd_targets, device, {"reason": "CUDA"})
-    if not native_bf16():
-        return "fp32", {"reason": "this CPU has no native bf16 (no AVX512-BF16 or AMX)"}
-    from .io import machine_info
-
-    # "finite-check" in the key: choices remembered before the gradient check existed are made again.
-    key = stable_hash([machine_info().get("cpu"), model.config(), cfg.tasks, cfg.batch_size, torch.__version__,
-                       "finite-check"], 16)
-    remembered = _remembered(memory).get(key)
-    if remembered:
-        return remembered["precision"], {**remembered, "reason": f"timed earlier on this machine ({memory})"}
-    bf16, checked = _finite_bf16(model, batch, profile, kd_targets, device, {})
-    if bf16 == "fp32":
-        return "fp32", {**checked, "reason": "bf16 gives non-finite gradients on this machine"}
-    seconds = {}
-    state = torch.random.get_rng_state()
-    for precision in ("fp32", bf16):
-        trial = copy.deepcopy(model).train()
-        optimizer = torch.optim.Adam(trial.parameters(), lr=cfg.lr)
-        for step in range(trials + 1):
-            if step == 1:
-                start = time.perf_counter()
-            training_step(trial, optimizer, batch, cfg.tasks, kd_targets, cfg.kd_weight, device, precision)
-        seconds[precision] = round((time.perf_counter() - start) / trials, 4)
-    torch.random.set_rng_state(state)
-    choice = min(seconds, key=seconds.get)
-    record = {"precision": choice, "seconds_per_step": seconds, **checked}
-    if memory is not None:
-        with contextlib.suppress(OSError):  # a read-only cache only loses the memory
-            write_json(memory, {**_remembered(memory), key: record})
-    return choice, {**record, "reason": "timed"}
-
-
-def _finite_bf16(model: SSMTLModel, batch: Batch, profile: Profile, kd_targets, device: torch.device,
-                 info: dict) -> tuple[str, dict]:
-    """:func:`checked_bf16` with the profile's tasks, and why."""
-    cfg = profile.train
-    precision, unsafe = checked_bf16(model, batch, cfg.tasks, kd_targets, cfg.kd_weight, device)
-    return precision, ({**info, "non_finite_bf16_gradients": unsafe} if unsafe else info)
-
-
-def checked_bf16(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...], kd_targets, kd_weight: float,
-                 device: torch.device) -> tuple[str, list[str]]:
-    """bf16 for the encoder passes whose bf16 gradients are finite on this machine, fp32 for the others.
-
-    One bf16 forward and backward of each pass on a throw-away copy of ``model`` (the random state restored).
-
-    Returns:
-        ``(precision, tasks)``: ``"bf16"``, ``"bf16+fp32:TASKS"`` (:func:`group_precision`) or ``"fp32"`` (no
-        pass is finite), and the tasks of the passes with non-finite bf16 gradients.
-    """
-    state = torch.random.get_rng_state()
-    groups = backward_groups(tasks)
-    unsafe = []
-    for group in groups:
-        trial = copy.deepcopy(model).train()
-        with autocast(device, "bf16"):
-            loss = weighted_total(task_losses(trial, batch, group, kd_targets, device), kd_weight)
-        loss.backward()
-        if not _all_finite([p.grad for p in trial.parameters() if p.grad is not None]):
-            unsafe.append(group)
-    torch.random.set_rng_state(state)
-    names = sorted(task for group in unsafe for task in group)
-    if not unsafe:
-        return "bf16", names
-    return ("fp32" if len(unsafe) == len(groups) else "bf16+fp32:" + ",".join(names)), names
-
-
-def _remembered(memory: Path | None) -> dict:
-    with contextlib.suppress(Exception):
-        return read_json(memory) if memory is not None and memory.is_file() else {}
-    return {}
 
 
 # -- draws ---------------------------------------------------------------------------------------
@@ -351,7 +76,7 @@ def _prepared(sampler: SequenceSampler, chunks: list[tuple[int, np.ndarray]], se
 
 
 def validation_losses(model: SSMTLModel, sampler: SequenceSampler, index: np.ndarray, profile: Profile,
-                      kd_targets, device: torch.device, precision: str = "fp32", world: World = World()
+                      kd_targets, device: torch.device, precision: Precision = FP32, world: World = World()
                       ) -> dict[str, float]:
     """Mean validation losses; the draws are fixed (seed, VAL_EPOCH, b) so epochs compare on equal terms.
     Several processes share the batches and add up their sums (the same losses, up to rounding)."""
@@ -363,7 +88,7 @@ def validation_losses(model: SSMTLModel, sampler: SequenceSampler, index: np.nda
                                VAL_EPOCH):
             losses = {}
             for group in backward_groups(profile.train.tasks):  # each pass in the precision it trains in
-                with autocast(device, group_precision(precision, group)):
+                with precision.autocast(device, group):
                     losses.update(task_losses(model, batch, group, kd_targets, device))
             n = len(batch.index)
             for task, value in losses.items():
@@ -400,6 +125,7 @@ def thread_settings(num_threads: int):
 def resume_key(settings: dict) -> str:
     """What must match for a run to resume: everything but the epoch count and where and how fast it runs."""
     settings = copy.deepcopy(settings)
+    # "amp", a setting of older releases, may still be in the settings of a run they started.
     for name in ("epochs", "device", "num_threads", "amp", "precision", "budget_minutes"):
         settings.get("profile", {}).get("train", {}).pop(name, None)
     return stable_hash(settings, 16)
@@ -506,11 +232,11 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
         + (f": {precision_info['seconds_per_step']} s/step" if "seconds_per_step" in precision_info else "") + ")")
     if world.main:
         write_json(out / "run.json", {"settings": settings, "dataset": data.dataset, "device": str(device),
-                                      "processes": world.size, "precision": precision,
+                                      "processes": world.size, "precision": str(precision),
                                       "precision_choice": precision_info, "cache_root": data.cache_root,
                                       "train_objects": int(len(data.train_index)),
                                       "val_objects": int(len(data.val_index)), "versions": package_versions()})
-    records = {"caches": data.caches, "kd_layout": data.kd_layout, "settings": settings, "precision": precision,
+    records = {"caches": data.caches, "kd_layout": data.kd_layout, "settings": settings, "precision": str(precision),
                "processes": world.size}
     forward = world.wrap(model, lambda net, batch, tasks: task_losses(net, batch, tasks, kd_targets, device))
 
@@ -592,7 +318,7 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
                "train_objects": int(len(data.train_index)), "val_objects": int(len(data.val_index)),
                "objects_per_s": round(trained / elapsed, 2) if trained else None,
                "seconds": round(elapsed, 1), "device": str(device), "processes": world.size,
-               "precision": precision, "precision_choice": precision_info,
+               "precision": str(precision), "precision_choice": precision_info,
                "checkpoint": str(out / "best.pt")}
     if world.main:
         write_json(out / "train_summary.json", summary)
@@ -600,7 +326,7 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
 
 
 def _end_epoch(run: _RunState, model, sampler, data: TrainingData, profile: Profile, kd_targets, device,
-               precision: str, sums: dict, seen: int, log, world: World) -> dict[str, float]:
+               precision: Precision, sums: dict, seen: int, log, world: World) -> dict[str, float]:
     """Validation losses (returned), the history record, and whether this epoch is the best so far."""
     cfg = profile.train
     train_losses = {task: value / max(seen, 1) for task, value in sums.items()}

@@ -15,7 +15,7 @@ from ssmtl_core.data import open_dataset
 from ssmtl_core.data.synthetic import generate_synthetic
 from ssmtl_core.detect import DetectionCache, covered_fraction, detect_dataset, merge_hybrid
 from ssmtl_core.detections import Detections
-from ssmtl_core.train import DistillationTargets
+from ssmtl_core.losses import DistillationTargets
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 YOLO = SHARED / "weights" / "yolov8n_int8_openvino_model"

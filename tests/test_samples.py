@@ -19,6 +19,7 @@ import torch
 
 from ssmtl_core.config import SampleConfig
 from ssmtl_core.detections import Detections
+from ssmtl_core.losses import task_losses
 from ssmtl_core.model import SSMTLModel
 from ssmtl_core.samples import (
     ObjectIndex,
@@ -30,7 +31,7 @@ from ssmtl_core.samples import (
     scoring_sequences,
     split_train_val,
 )
-from ssmtl_core.train import batch_rng, epoch_batches, epoch_order, task_losses
+from ssmtl_core.train import batch_rng, epoch_batches, epoch_order
 
 T3 = 3  # temporal_half
 K = 2 * T3 + 1

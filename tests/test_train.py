@@ -228,7 +228,7 @@ def test_cuda_request_without_gpu_is_clear(setup, tmp_path):
 
 
 def test_precision_auto_is_fp32_without_native_bf16_and_recorded(setup, monkeypatch, tmp_path):
-    monkeypatch.setattr("ssmtl_core.train.native_bf16", lambda: False)
+    monkeypatch.setattr("ssmtl_core.precision.native_bf16", lambda: False)
     profile = apply_overrides(setup["profile"], {"train.epochs": 1})
     summary = _train(setup, tmp_path / "run", profile=profile)
     assert summary["precision"] == "fp32"
@@ -238,7 +238,7 @@ def test_precision_auto_is_fp32_without_native_bf16_and_recorded(setup, monkeypa
 
 
 def test_precision_auto_times_both_where_bf16_is_native(setup, monkeypatch, tmp_path):
-    monkeypatch.setattr("ssmtl_core.train.native_bf16", lambda: True)
+    monkeypatch.setattr("ssmtl_core.precision.native_bf16", lambda: True)
     profile = apply_overrides(setup["profile"], {"train.epochs": 1})
     summary = _train(setup, tmp_path / "run", profile=profile)
     timed = summary["precision_choice"]["seconds_per_step"]
@@ -271,6 +271,7 @@ def test_time_budget_stops_between_epochs(setup, tmp_path):
 
 def _nan_losses(monkeypatch, poisoned: str, only_under_autocast: bool) -> None:
     """Make one task's loss NaN (under bf16 autocast only, or always), as a faulty kernel or a divergence would."""
+    import ssmtl_core.precision as precision_module
     import ssmtl_core.train as train_module
 
     original = train_module.task_losses
@@ -281,7 +282,8 @@ def _nan_losses(monkeypatch, poisoned: str, only_under_autocast: bool) -> None:
             losses[poisoned] = losses[poisoned] * float("nan")
         return losses
 
-    monkeypatch.setattr(train_module, "task_losses", poisoned_losses)
+    for module in (precision_module, train_module):  # the training step and the bf16 check; validation
+        monkeypatch.setattr(module, "task_losses", poisoned_losses)
 
 
 def test_a_pass_with_non_finite_bf16_gradients_runs_in_fp32(setup, monkeypatch, tmp_path):
