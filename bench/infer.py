@@ -33,7 +33,7 @@ import torch
 
 from ssmtl_core.config import SampleConfig, ScoreConfig, get_profile
 from ssmtl_core.data import load_frames, open_dataset
-from ssmtl_core.detect import detect_video
+from ssmtl_core.detect import make_detector
 from ssmtl_core.io import machine_info, package_versions
 from ssmtl_core.model import SSMTLModel
 from ssmtl_core.samples import objects_from_detections, scoring_sequences
@@ -66,7 +66,7 @@ def detectors(videos, profile) -> dict:
     for _ in range(2):
         _, took = timed(lambda: [old.detect_video(v) for v in videos])
         seconds["old"].append(took)
-        detections, took = timed(lambda: [detect_video(new_config, v) for v in videos])
+        detections, took = timed(lambda: [make_detector(new_config).detect_video(v) for v in videos])
         seconds["new"].append(took)
     return {k: min(v) for k, v in seconds.items()}, detections
 
@@ -75,7 +75,7 @@ def int8_inputs(dataset, profile, count: int = 256) -> np.ndarray:
     """Sequences of training objects (motion detector, the first training videos) to calibrate int8 on."""
     config = dataclasses.replace(profile.detect, detector="motion")
     videos = dataset.train[:2]
-    found = [detect_video(config, v) for v in videos]
+    found = [make_detector(config).detect_video(v) for v in videos]
     objects = objects_from_detections(found, [v.num_frames for v in videos], profile.sample, training=True)
     pick = np.unique(np.linspace(0, len(objects) - 1, min(count, len(objects))).astype(int))
     parts = []

@@ -28,7 +28,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, pick_device
 from .config import TASKS, apply_overrides, profile_from_dict, validate
 from .data.frames import load_frames
 from .data.layouts import ImageFolderSource, Video, VideoFileSource
-from .detect import describe_detector, detect_video
+from .detect import make_detector
 from .detections import Detections
 from .errors import SSMTLError
 from .io import atomic_path, package_versions, write_json
@@ -87,7 +87,8 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
         calibration = checkpoint_calibration(state, checkpoint, tuple(profile.train.tasks), device, progress, log)
     started = time.perf_counter()
     frames = load_frames(video, progress=progress)
-    detections = detect_video(profile.detect, video, device=str(torch_device), progress=progress)
+    detector = make_detector(profile.detect, str(torch_device))
+    detections = detector.detect_video(video, progress)
     detect_seconds = time.perf_counter() - started
 
     scorer = Scorer(model_from_checkpoint(state, torch_device, checkpoint), profile.sample, state["kd_layout"],
@@ -153,7 +154,7 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
     summary = {"video": str(video_path), "frames": video.num_frames, "frame_size": list(video.frame_size),
                "objects": int(len(detections)), "tasks": list(tasks), "checkpoint": str(checkpoint),
                "arch": profile.train.arch,
-               "detector": describe_detector(profile.detect, str(torch_device)) | {"class_names": None},
+               "detector": detector.describe() | {"class_names": None},
                "score_settings": profile.to_dict()["score"], "most_anomalous_frames": top.tolist(),
                "scores": "per-video min-max (the paper's)" if calibration is None else "calibrated",
                "calibration": None if calibration is None else calibration.summary() | {"threshold": threshold} | (

@@ -1,8 +1,9 @@
 """Object detection and its cache (paper Sec. 3.1; ``docs/method.md``, "Detection").
 
-Two detectors share one interface, :meth:`detect_video`, which returns :class:`Detections`: per kept box the
-frame index, the box (x1, y1, x2, y2 in pixels), its score, its class id and the 80 COCO class scores (an
-empty vector for detectors without classes).
+Three detectors share one interface, ``detect_video(video)``, which returns
+:class:`~ssmtl_core.detections.Detections`: per kept box the frame index, the box (x1, y1, x2, y2 in pixels),
+its score, its class id and the 80 COCO class scores (an empty vector for detectors without classes).
+:func:`make_detector` builds the one a configuration names.
 
 * ``yolo``: a COCO detector through ultralytics (the paper used YOLOv3; ``yolov3u.pt`` is the faithful
   default for users with internet). Any weights: a model name, a ``.pt`` path, or an exported folder such as
@@ -10,8 +11,9 @@ empty vector for detectors without classes).
   ultralytics' predictor, so that every kept box keeps its full 80-score vector, the target of the
   knowledge-distillation task.
 * ``motion``: OpenCV background subtraction (the video's median background, updated where no object is),
-  morphology and connected components with area/aspect filters. It finds objects a COCO detector cannot name, which is the
-  point made by SSMTL++, and it is the only detector that sees the synthetic sprites.
+  morphology and connected components with area/aspect filters. It finds objects a COCO detector cannot name,
+  which is the point made by SSMTL++, and it is the only detector that sees the synthetic sprites.
+* ``yolo+motion``: the COCO boxes plus the moving blobs none of them explains (:func:`merge_hybrid`).
 
 Detections are computed once per video and cached under
 ``<cache>/<dataset>/detections/<detector key>/<split>/<video>.npz`` with a ``meta.json`` saying what made them;
@@ -44,6 +46,7 @@ from .io import (
     stable_hash,
     write_json,
 )
+from .metrics import box_iou
 from .yolo import YoloDetector
 
 HYBRID = "yolo+motion"
@@ -153,7 +156,6 @@ def _clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def box_recall(detections: Detections, gt_frame: np.ndarray, gt_boxes: np.ndarray, iou: float = 0.3) -> float:
     """Fraction of ground-truth boxes overlapped (IoU >= ``iou``) by a detection of the same frame."""
-    from .metrics import box_iou
 
     if len(gt_frame) == 0:
         return float("nan")
@@ -233,19 +235,21 @@ def merge_hybrid(coco: Detections, blobs: Detections, max_cover: float = 0.3, ma
 class HybridDetector:
     """The COCO detector's boxes plus the motion blobs they do not explain (:func:`merge_hybrid`).
 
-    It reads both detectors' caches (computing what is missing), so a hybrid cache costs no second pass of
-    either detector when their own caches exist.
+    Its two parts are detectors, or the detection caches of :func:`detect_dataset` (a cache reads as the
+    detector that filled it), so a hybrid cache costs no second pass of either detector when their own caches
+    exist.
 
     Args:
-        coco: the cache of the COCO detector's boxes.
-        motion: the cache of the motion detector's boxes.
+        coco: the COCO detector, or the cache of its boxes.
+        motion: the motion detector, or the cache of its boxes.
         config: ``hybrid_cover`` and ``hybrid_margin``.
     """
 
-    name = "yolo+motion"
+    name = HYBRID
     has_classes = True
 
-    def __init__(self, coco: DetectionCache, motion: DetectionCache, config: DetectConfig):
+    def __init__(self, coco: YoloDetector | DetectionCache, motion: MotionDetector | DetectionCache,
+                 config: DetectConfig):
         self.coco, self.motion, self.config = coco, motion, config
 
     @property
@@ -254,42 +258,44 @@ class HybridDetector:
         return f"hybrid-{stable_hash([self.coco.key, self.motion.key, rule], 10)}"
 
     def describe(self) -> dict:
-        coco = {k: v for k, v in self.coco.meta.items() if k not in ("versions", "dataset", "dataset_root")}
-        return {"detector": "yolo+motion", "yolo": coco, "motion": self.motion.meta.get("settings"),
-                "yolo_key": self.coco.key, "motion_key": self.motion.key,
-                "hybrid_cover": self.config.hybrid_cover, "hybrid_margin": self.config.hybrid_margin,
-                "class_names": coco.get("class_names")}
+        coco = self.coco.describe()
+        return {"detector": HYBRID, "yolo": {**coco, "key": self.coco.key},
+                "motion": self.motion.describe().get("settings"), "yolo_key": self.coco.key,
+                "motion_key": self.motion.key, "hybrid_cover": self.config.hybrid_cover,
+                "hybrid_margin": self.config.hybrid_margin, "class_names": coco.get("class_names")}
 
     def detect_video(self, video: Video, progress: bool = False) -> Detections:
-        return merge_hybrid(self.coco.load(video), self.motion.load(video), self.config.hybrid_cover,
-                            self.config.hybrid_margin)
+        return merge_hybrid(self.coco.detect_video(video, progress), self.motion.detect_video(video, progress),
+                            self.config.hybrid_cover, self.config.hybrid_margin)
 
 
-def make_detector(config: DetectConfig, device: str = "cpu") -> MotionDetector | YoloDetector:
-    """The detector named by ``config.detector`` (``yolo+motion`` is built by :func:`detect_dataset`)."""
+Detector = MotionDetector | YoloDetector | HybridDetector
+"""What :func:`make_detector` builds: ``key``, ``describe()`` and ``detect_video(video, progress)``."""
+
+
+def make_detector(config: DetectConfig, device: str = "cpu",
+                  parts: tuple[DetectionCache, DetectionCache] | None = None) -> Detector:
+    """The detector named by ``config.detector``: the one place where a name becomes a detector.
+
+    Args:
+        config: the detection settings.
+        device: torch device for YOLO ``.pt`` weights.
+        parts: for ``yolo+motion``, the caches of its COCO and motion detectors to read instead of running
+            them (:func:`detect_dataset`); by default both detectors are built here.
+    """
     if config.detector == "motion":
         return MotionDetector(config)
     if config.detector == "yolo":
         return YoloDetector(config, device=device)
+    if config.detector == HYBRID:
+        coco, motion = parts or (make_detector(part, device) for part in hybrid_parts(config))
+        return HybridDetector(coco, motion, config)
     raise SSMTLError(f"unknown detector {config.detector!r}: choose one of {', '.join(DETECTORS)}.")
 
 
-def detect_video(config: DetectConfig, video: Video, device: str = "cpu", progress: bool = False) -> Detections:
-    """Detections of one video without a cache (``ssmtl score-video``), the hybrid included."""
-    if config.detector == HYBRID:
-        coco = make_detector(replace(config, detector="yolo"), device).detect_video(video, progress)
-        blobs = make_detector(replace(config, detector="motion")).detect_video(video, progress)
-        return merge_hybrid(coco, blobs, config.hybrid_cover, config.hybrid_margin)
-    return make_detector(config, device).detect_video(video, progress)
-
-
-def describe_detector(config: DetectConfig, device: str = "cpu") -> dict:
-    """What a detector configuration is, for reports (weights, thresholds, hybrid rule)."""
-    if config.detector == HYBRID:
-        return {"detector": HYBRID, "yolo": make_detector(replace(config, detector="yolo"), device).describe(),
-                "motion": make_detector(replace(config, detector="motion")).describe(),
-                "hybrid_cover": config.hybrid_cover, "hybrid_margin": config.hybrid_margin}
-    return make_detector(config, device).describe()
+def hybrid_parts(config: DetectConfig) -> tuple[DetectConfig, DetectConfig]:
+    """The settings of the COCO and the motion detector of a ``yolo+motion`` configuration."""
+    return replace(config, detector="yolo"), replace(config, detector="motion")
 
 
 # -- cache ----------------------------------------------------------------------------------------
@@ -360,6 +366,14 @@ class DetectionCache:
             raise SSMTLError(f"cached detections {path} are damaged ({type(exc).__name__}). Rerun `ssmtl detect` "
                              "(or the same command): damaged cache files are recomputed.") from None
 
+    def describe(self) -> dict:
+        """What the detector that filled this cache is (its ``meta.json`` without the dataset and versions)."""
+        return {k: v for k, v in self.meta.items() if k not in ("versions", "dataset", "dataset_root", "key")}
+
+    def detect_video(self, video: Video, progress: bool = False) -> Detections:
+        """The cached detections of ``video``: a cache reads as the detector that filled it."""
+        return self.load(video)
+
     def _write_meta(self, meta: dict) -> None:
         """Write ``meta.json`` only when it says something new (a complete cache may be read-only)."""
         with contextlib.suppress(OSError, ValueError):
@@ -367,7 +381,7 @@ class DetectionCache:
                 return
         write_json(self.folder / "meta.json", meta)
 
-    def compute(self, detector: MotionDetector | YoloDetector, splits: tuple[str, ...] = ("train", "test"),
+    def compute(self, detector: Detector, splits: tuple[str, ...] = ("train", "test"),
                 videos: list[str] | None = None, force: bool = False, progress: bool = True,
                 log=print, shard: tuple[int, int] | None = None) -> dict:
         """Detect every selected video not soundly cached (all of them with ``force``), atomically per video.
@@ -436,7 +450,7 @@ class DetectionCache:
                 f"({summary['frames_per_s']} frames/s) -> {self.folder}")
         return summary
 
-    def _detect_one(self, detector: MotionDetector | YoloDetector, video: Video) -> int:
+    def _detect_one(self, detector: Detector, video: Video) -> int:
         """Detect one video and store it with its input signature (taken before reading its frames)."""
         signature = video.input_signature
         detections = detector.detect_video(video)
@@ -454,12 +468,11 @@ def detect_dataset(dataset: Dataset, config: DetectConfig, cache_root: str | Pat
     (:func:`merge_hybrid`); ``force`` recomputes all three. ``shard=(i, n)``: this process's share of the
     videos only (:meth:`DetectionCache.compute`).
     """
-    if config.detector == HYBRID:
-        parts = [detect_dataset(dataset, replace(config, detector=name), cache_root, splits, videos, force,
-                                progress, device, log, shard) for name in ("yolo", "motion")]
-        detector = HybridDetector(*parts, config)
-    else:
-        detector = make_detector(config, device=device)
+    parts = None
+    if config.detector == HYBRID:  # the hybrid reads its two detectors' caches, built (or reused) first
+        parts = tuple(detect_dataset(dataset, part, cache_root, splits, videos, force, progress, device, log, shard)
+                      for part in hybrid_parts(config))
+    detector = make_detector(config, device, parts)
     cache = DetectionCache(cache_root, dataset, detector.key)
     cache.compute(detector, splits=splits, videos=videos, force=force, progress=progress, log=log, shard=shard)
     return cache

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,10 @@ from .io import machine_info, read_json, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 #: The settings (ssmtl_core/settings.py) ./run_all.sh takes as flags.
-RUNNER_SETTINGS = ("PROFILE", "DATA_ROOT", "DETECTOR_WEIGHTS", "EPOCHS", "ARCHS", "REPORTS_DIR", "RUNS_DIR",
-                   "CACHE_DIR", "DEVICE", "PRECISION", "PROCS")
+RUNNER_SETTINGS = ("PROFILE", "DATA_ROOT", "DETECTOR", "DETECTOR_WEIGHTS", "EPOCHS", "ARCHS", "REPORTS_DIR",
+                   "RUNS_DIR", "CACHE_DIR", "DEVICE", "PRECISION", "PROCS")
+#: The runner flags handed to every notebook that declares them (the others steer the runner itself).
+NOTEBOOK_FLAGS = ("DATA_ROOT", "DETECTOR", "DETECTOR_WEIGHTS", "CACHE_DIR", "DEVICE", "PRECISION", "EPOCHS")
 MAX_NOTEBOOK_BYTES = 1_000_000
 
 
@@ -167,16 +169,45 @@ def load_params(profile: str, quick: bool = False) -> dict[str, Any]:
 
 
 def _check_params_file(data: dict[str, Any], path: Path) -> None:
-    """Every key of a params file is a setting of ``ssmtl_core/settings.py`` (a typo is an error, not a
-    silently kept default)."""
+    """Every key of a params file is a setting of ``ssmtl_core/settings.py`` and reaches a notebook: a key of a
+    notebook's own section (``notebooks.<nb>``, ``archs.<arch>.<nb>``) is a parameter of that notebook, a
+    ``common`` key one of some notebook (a typo or a parameter no notebook has is an error, not a silently kept
+    default)."""
     quick = data.get("quick", {})
-    sections = [("common", data.get("common", {})), ("quick.common", quick.get("common", {}))]
+    sections: list[tuple[str, dict, str | None]] = [("common", data.get("common", {}), None),
+                                                    ("quick.common", quick.get("common", {}), None)]
     for prefix, notebooks in (("notebooks", data.get("notebooks", {})), ("quick.notebooks", quick.get("notebooks", {}))):
-        sections += [(f"{prefix}.{nb}", values) for nb, values in notebooks.items()]
+        sections += [(f"{prefix}.{nb}", values, nb) for nb, values in notebooks.items()]
     for prefix, archs in (("archs", data.get("archs", {})), ("quick.archs", quick.get("archs", {}))):
-        sections += [(f"{prefix}.{arch}.{nb}", values) for arch, by_nb in archs.items() for nb, values in by_nb.items()]
-    for where, values in sections:
+        sections += [(f"{prefix}.{arch}.{nb}", values, nb) for arch, by_nb in archs.items()
+                     for nb, values in by_nb.items()]
+    for where, values, notebook in sections:
         settings.check_parameters(values or {}, f"{path.name}: {where}")
+        if notebook is not None:
+            _filter_parameters(_notebook_path(notebook, f"{path.name}: {where}"), {}, own=values or {})
+            continue
+        declared = set().union(*(declared_parameters(nb) for nb in sorted((REPO / "notebooks").glob("*.ipynb"))))
+        unused = sorted(set(values or {}) - declared)
+        if unused:
+            raise SSMTLError(f"{path.name}: {where}: no notebook has a parameter {', '.join(unused)}, so the value "
+                             "would reach none: remove it, or add the parameter to the notebooks that should read it.")
+
+
+def _notebook_path(notebook: str, where: str) -> Path:
+    path = REPO / "notebooks" / f"{notebook}.ipynb"
+    if not path.is_file():
+        raise SSMTLError(f"{where}: there is no notebook {path.relative_to(REPO)}; the sections under notebooks and "
+                         "archs are named after the notebooks (e.g. 05_train_architecture).")
+    return path
+
+
+def notebook_parameters(step: Step, params: dict[str, Any]) -> set[str]:
+    """The parameters written for this step's notebook alone (``notebooks.<nb>``, ``archs.<arch>.<nb>``): the
+    notebook must declare every one of them (:func:`_filter_parameters`)."""
+    own = set(params["notebooks"].get(step.notebook, {}))
+    if step.arch:
+        own |= set(params["archs"].get(step.arch, {}).get(step.notebook, {}))
+    return own
 
 
 def step_parameters(step: Step, params: dict[str, Any], reports: Path, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -204,19 +235,34 @@ def _notebook_digest(path: Path) -> str:
     return hashlib.sha256(json.dumps(cells).encode()).hexdigest()[:16]
 
 
-def _filter_parameters(path: Path, values: dict[str, Any]) -> dict[str, Any]:
-    """Only the parameters the notebook declares (papermill would inject the others as new variables)."""
+def declared_parameters(path: Path) -> set[str]:
+    """The names a notebook's ``parameters`` cell assigns."""
     nb = json.loads(path.read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
-    names = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
-             if "=" in line and not line.lstrip().startswith("#")}
+    return {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
+            if "=" in line and not line.lstrip().startswith("#")}
+
+
+def _filter_parameters(path: Path, values: dict[str, Any], own: Iterable[str] = ()) -> dict[str, Any]:
+    """The parameters the notebook declares (papermill would inject the others as new variables).
+
+    Values meant for every notebook (``common``, the runner's flags) go to the notebooks that declare them;
+    ``own`` names those written for this notebook alone, and one it does not declare is an error, never dropped.
+    """
+    names = declared_parameters(path)
+    undeclared = sorted(set(own) - names)
+    if undeclared:
+        raise SSMTLError(f"notebook {path.stem} has no parameter {', '.join(undeclared)}, which the params file "
+                         f"sets for it: add it to the parameters cell of notebooks/{path.name}, or remove it from "
+                         "the params file.")
     return {k: v for k, v in values.items() if k in names}
 
 
 def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
-             depends_finished: str | None = None) -> dict[str, Any]:
+             depends_finished: str | None = None, own: Iterable[str] = ()) -> dict[str, Any]:
     """Execute one notebook with papermill unless its key is unchanged and no step it depends on ran after it
-    (``depends_finished``: the latest finishing time of those steps); return its status record."""
+    (``depends_finished``: the latest finishing time of those steps); return its status record. ``own``: the
+    parameters written for this notebook alone (:func:`_filter_parameters`)."""
     import papermill as pm
 
     source = REPO / "notebooks" / f"{step.notebook}.ipynb"
@@ -237,7 +283,7 @@ def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
     started = time.perf_counter()
     status, error = "ok", None
     try:
-        pm.execute_notebook(str(source), str(executed), parameters=_filter_parameters(source, values),
+        pm.execute_notebook(str(source), str(executed), parameters=_filter_parameters(source, values, own),
                             cwd=str(REPO), kernel_name="python3", progress_bar=False, log_output=False)
     except Exception as exc:  # papermill re-raises the notebook's error; the study goes on
         status, error = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
@@ -291,7 +337,8 @@ def compose_readme(reports: Path, profile: str, records: list[dict], command: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``./run_all.sh [--profile P] [--data-root PATH] [--detector-weights PATH] [--epochs N] [--quick|--full]``."""
+    """``./run_all.sh [--profile P] [--data-root PATH] [--detector D] [--detector-weights PATH] [--epochs N]
+    [--quick|--full]``."""
     parser = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.splitlines()[0])
     # Flags that are settings take their names from ssmtl_core/settings.py (the notebook parameter they set
     # is the one of the same row); defaults come from params/<profile>.yaml.
@@ -322,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = repo_path(given["REPORTS_DIR"] or f"reports/{profile}{suffix}")
     full = {"MAX_OBJECTS": 0, "FRAME_STRIDE": 0} if args.full else {}
     # the notebook parameters every step gets from the command line (None: not given)
-    overrides = {**full, **{name: given[name] for name in ("DATA_ROOT", "DETECTOR_WEIGHTS", "CACHE_DIR", "DEVICE",
-                                                       "PRECISION")},
+    overrides = {**full, **{name: given[name] for name in NOTEBOOK_FLAGS},
                  "EPOCHS": given["EPOCHS"] or (30 if args.full else None),
                  "RUNS_DIR": given["RUNS_DIR"] or params["common"].get("RUNS_DIR", f"runs/{profile}{suffix}")}
     command = "./run_all.sh " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -340,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     seeds = [int(x) for x in params["seeds"].get("values", [])]
     steps = plan(archs, seeds, params["seeds"].get("arch", LOWEST_VAL_LOSS))
+    declared = set().union(*(declared_parameters(REPO / "notebooks" / f"{s.notebook}.ipynb") for s in steps))
+    for name in NOTEBOOK_FLAGS:
+        if given[name] is not None and name not in declared:
+            log(f"note: {settings.setting(name).flags[0]} reaches no notebook of this study (none has a {name} "
+                "parameter): it changes nothing")
     for step in steps:
         if step.arch == LOWEST_VAL_LOSS:
             chosen = resolve_seed_arch(steps, reports, archs)
@@ -358,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         # A dependency rerun with an unchanged key (a failed step retried) still makes this step stale.
         inputs = step.depends if step.reads is None else step.reads
         depends_finished = max((finished[d] for d in inputs if d in finished), default=None)
-        record = run_step(step, values, keys[step.name], args.force, log, depends_finished)
+        record = run_step(step, values, keys[step.name], args.force, log, depends_finished,
+                          notebook_parameters(step, params))
         finished[step.name] = str(record.get("finished", ""))
         records.append(record)
     total = time.perf_counter() - started

@@ -98,3 +98,40 @@ def test_runner_flags_are_the_table_flags():
     given = settings.args_to_parameters(args, study.RUNNER_SETTINGS)
     assert given["PROFILE"] == "ped2" and given["DATA_ROOT"] == "d" and given["DETECTOR_WEIGHTS"] == "w"
     assert given["EPOCHS"] == 3 and given["RUNS_DIR"] is None
+
+
+def test_a_key_written_for_a_notebook_that_lacks_it_is_refused():
+    data = yaml.safe_load((ROOT / "params" / "synthetic.yaml").read_text())
+    data["notebooks"]["07_results_tables"] = {"EPOCHS": 2}  # a real setting, but the tables train nothing
+    with pytest.raises(SSMTLError, match="07_results_tables.*EPOCHS"):
+        study._check_params_file(data, Path("synthetic.yaml"))
+    tables = ROOT / "notebooks" / "07_results_tables.ipynb"
+    with pytest.raises(SSMTLError, match="07_results_tables.*EPOCHS"):
+        study._filter_parameters(tables, {"EPOCHS": 2, "OUT_DIR": "x"}, own={"EPOCHS"})
+    # a value meant for every notebook goes to those that declare it, and only there
+    assert study._filter_parameters(tables, {"EPOCHS": 2, "OUT_DIR": "x"}) == {"OUT_DIR": "x"}
+    data = yaml.safe_load((ROOT / "params" / "synthetic.yaml").read_text())
+    data["archs"]["deep_wide"]["05_train_architecure"] = {"EPOCHS": 1}
+    with pytest.raises(SSMTLError, match="no notebook notebooks/05_train_architecure.ipynb"):
+        study._check_params_file(data, Path("synthetic.yaml"))
+
+
+def test_a_common_key_no_notebook_reads_is_refused():
+    declared = set().union(*(study.declared_parameters(p) for p in (ROOT / "notebooks").glob("*.ipynb")))
+    unread = [name for name in settings.PARAMETERS if name not in declared]
+    if not unread:
+        pytest.skip("every setting is a parameter of some notebook")
+    data = yaml.safe_load((ROOT / "params" / "synthetic.yaml").read_text())
+    data["common"][unread[0]] = 1
+    with pytest.raises(SSMTLError, match=f"no notebook has a parameter {unread[0]}"):
+        study._check_params_file(data, Path("synthetic.yaml"))
+
+
+def test_the_study_chooses_its_detector():
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser, study.RUNNER_SETTINGS, PROFILE="synthetic")
+    given = settings.args_to_parameters(parser.parse_args(["--detector", "yolo+motion"]), study.RUNNER_SETTINGS)
+    params = {"common": {"PROFILE": "synthetic"}, "notebooks": {}, "archs": {}, "list_archs": ["shallow_narrow"]}
+    values = study.step_parameters(study.Step("00_data_and_detections"), params, ROOT / "reports" / "x",
+                                   {name: given[name] for name in study.NOTEBOOK_FLAGS})
+    assert values["DETECTOR"] == "yolo+motion"
