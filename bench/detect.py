@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
 import sys
 import tempfile
@@ -72,6 +71,7 @@ CACHE_VARIANTS = ("640", "640_rect", "native")
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from bench.detector_coverage import coverage  # noqa: E402
+from bench.results import finish  # noqa: E402
 from ssmtl_core.config import get_profile  # noqa: E402
 from ssmtl_core.data import Video, open_dataset  # noqa: E402
 from ssmtl_core.data.synthetic import generate_synthetic  # noqa: E402
@@ -450,25 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         notes.append(f"YOLO parts skipped: {YOLOV8N} not found (a fresh clone has no ../shared)")
 
-    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    cores = os.cpu_count() or 1
-    if max(result["load_average_start"][0], result["load_average_end"][0]) > 0.5 * cores:
-        notes.append(f"the machine was busy with other work (load average {result['load_average_start'][0]} at "
-                     f"the start, {result['load_average_end'][0]} at the end, {cores} cores): wall-clock rates "
-                     "are lower than on an idle machine; compare frames/cpu-s")
-    table = summary_table(result)
-    result["table"] = table.splitlines()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(f"machine: {cpu_label()}, {result['machine']['cores']} cores; {result['date']}; load average "
-          f"{result['load_average_start'][0]} at start, {result['load_average_end'][0]} at the end")
-    print(table)
-    for note in notes:
-        print(f"note: {note}")
-    print(f"\nwritten to {out}")
-    return 0
+    return finish(result, summary_table, args.out, cpu_label())
 
 
 if __name__ == "__main__":

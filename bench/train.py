@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
 import resource
 import shutil
@@ -64,6 +63,7 @@ BATCH = 64
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from bench.results import finish  # noqa: E402
 from ssmtl_core.config import apply_overrides, get_profile  # noqa: E402
 from ssmtl_core.data import open_dataset  # noqa: E402
 from ssmtl_core.detect import detect_dataset  # noqa: E402
@@ -82,13 +82,14 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def current_rss_mb() -> float | None:
+def current_rss_mb(notes: list[str]) -> float | None:
+    """The resident set size now (psutil, the ``bench`` extra); None, with a note saying how to get it, without."""
     try:
-        import psutil
-
-        return round(psutil.Process().memory_info().rss / 2**20, 1)
+        import psutil  # optional: pip install -e '.[bench]'
     except ImportError:
+        notes.append("current RSS not measured: psutil is missing (pip install -e '.[bench]')")
         return None
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 def folder_bytes(path: Path) -> int:
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         if have_ped2:
             result["memory"] = {"after_prepare_mb": info["peak_rss_mb_after_prepare"],
                                 "after_pipeline_mb": after_pipeline, "after_training_mb": peak_rss_mb(),
-                                "current_rss_mb": current_rss_mb(),
+                                "current_rss_mb": current_rss_mb(notes),
                                 "note": "peak RSS (getrusage ru_maxrss) of the whole process, cumulative"}
             print("(d) teacher logits and disk ...", flush=True)
             result.update(bench_teacher_and_disk(dataset, data, info, cache, args.teacher_videos,
@@ -426,20 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if temporary:
             shutil.rmtree(cache, ignore_errors=True)
-    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    table = summary_table(result)
-    result["table"] = table.splitlines()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; {result['date']}; load average "
-          f"{result['load_average_start'][0]} at start, {result['load_average_end'][0]} at the end")
-    print(table)
-    for note in notes:
-        print(f"note: {note}")
-    print(f"\nwritten to {out}")
-    return 0
+    return finish(result, summary_table, args.out, result["machine"]["cpu"])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from .config import TASK_NAMES
 from .io import package_versions, read_json, write_json
 
 #: The authors' object-level results (micro AUC, macro AUC, RBDC, TBDC), ``docs/method.md`` "Reference numbers", as fractions.
@@ -28,15 +27,7 @@ PAPER_PED2_ARCH_MICRO: dict[str, float] = {"shallow_narrow": 0.921, "deep_narrow
                                             "deep_wide": 0.975}
 PAPER_PED2_TASK_MICRO: dict[str, float] = {"aot": 0.818, "irr": 0.820, "mid": 0.936, "kd": 0.964}
 
-#: Best open peers, micro AUC (Ped2 / Avenue / ShanghaiTech), ``docs/method.md`` "Reference numbers".
-PEERS_MICRO: dict[str, dict[str, float]] = {
-    "Accurate-Interpretable-VAD": {"ped2": 0.991, "avenue": 0.937, "shanghaitech": 0.859},
-    "Jigsaw-VAD": {"ped2": 0.990, "avenue": 0.922, "shanghaitech": 0.843},
-    "HF2-VAD": {"ped2": 0.993, "avenue": 0.911, "shanghaitech": 0.762},
-}
-
 METRICS = ("micro_auc", "macro_auc", "rbdc", "tbdc")
-TASK_LABELS = TASK_NAMES
 ARCH_ORDER = ("shallow_narrow", "deep_narrow", "shallow_wide", "deep_wide")
 
 

@@ -67,14 +67,6 @@ class TrainingData:
             return 0
         return int(self.kd_layout.get("class_scores", 0))
 
-    def kd_mask(self, index: np.ndarray) -> np.ndarray | None:
-        """(len(index), kd_dim) float32 weights of the target values of objects ``index`` (None: all count)."""
-        if self.kd_has_classes is None or self.kd_targets is None:
-            return None
-        mask = np.ones((len(index), self.kd_dim), np.float32)
-        mask[~self.kd_has_classes[index], self.kd_layout["logits"]:] = 0.0
-        return mask
-
 
 def _subsample(objects: ObjectIndex, limit: int) -> ObjectIndex:
     """At most ``limit`` objects, spread evenly over time so every video and the 85/15 cut stay meaningful."""

@@ -24,8 +24,6 @@ from pathlib import Path
 import cv2
 import matplotlib
 import numpy as np
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -37,7 +35,7 @@ from . import config
 
 __all__ = [
     "TASK_COLORS", "TASK_NAMES", "label_intervals", "plot_score_curve", "plot_score_curves", "plot_roc",
-    "draw_boxes", "overlay_heatmap", "plot_frame_overlay", "plot_sequence_strip", "plot_crop_gallery", "plot_detections",
+    "draw_boxes", "overlay_heatmap", "plot_sequence_strip", "plot_crop_gallery", "plot_detections",
     "plot_history", "plot_results_table", "write_annotated_video",
 ]
 
@@ -357,84 +355,6 @@ def overlay_heatmap(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cma
     tint = matplotlib.colormaps[cmap](level)[..., :3] * 255
     weight = (alpha * np.sqrt(level))[..., None]
     return (base * (1 - weight) + tint * weight).round().astype(np.uint8)
-
-
-def plot_frame_overlay(frame: np.ndarray, boxes: np.ndarray, object_scores: np.ndarray,
-                       task_scores: dict[str, np.ndarray] | None = None, heat: np.ndarray | None = None,
-                       title: str = "", cmap: str = "turbo") -> Figure:
-    """One test frame explained: the scored objects and why the most anomalous one scored high.
-
-    Left: the frame (with the optional pixel-level map) and every detected object outlined in the colour of
-    its anomaly score (the normalised sum of its task scores); the top-scoring object is drawn thicker and
-    tagged. Right (when ``task_scores`` is given): the normalised score of each proxy task for that object,
-    i.e. which task flagged it. A colorbar explains the score colours (used for the boxes and the map alike).
-
-    Args:
-        frame: RGB uint8 ``(H, W, 3)``.
-        boxes: ``(N, 4)`` boxes of the frame's objects.
-        object_scores: ``(N,)`` combined object scores in [0, 1].
-        task_scores: ``{"aot": (N,), ...}`` per-task normalised object scores, or None.
-        heat: ``(H, W)`` pixel-level anomaly map, or None.
-        title: figure title.
-        cmap: colormap of the scores.
-
-    Returns:
-        Figure with 3 axes (frame, task bars, colorbar), or 2 without ``task_scores``.
-    """
-    image = _as_rgb(frame)
-    boxes = _as_boxes(boxes)
-    scores = np.asarray(object_scores, dtype=float).reshape(-1)
-    if heat is not None:
-        image = overlay_heatmap(image, heat, alpha=0.55, cmap=cmap)
-    height, width = image.shape[:2]
-    fig = _figure(8.5 if task_scores is not None else 5.6, 3.9)
-    grid = fig.add_gridspec(1, 2, width_ratios=[1.9, 1.0]) if task_scores is not None else None
-    ax = fig.add_subplot(grid[0, 0] if grid is not None else 111)
-    ax.imshow(image, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    best = int(np.argmax(scores)) if len(scores) else -1
-    colors = _colors(scores, cmap) / 255.0
-    for i in np.argsort(scores, kind="stable"):
-        x1, y1, x2, y2 = boxes[i]
-        top = i == best
-        if top:  # a white halo under the thick outline keeps the winner visible on any background
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=4.0))
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colors[i],
-                               linewidth=2.4 if top else 1.2))
-    if best >= 0:
-        x1, y1 = boxes[best, :2]
-        ax.annotate(f"top {scores[best]:.2f}", (x1, y1), xytext=(0, 3), textcoords="offset points",
-                    fontsize=8, color="black", va="bottom", clip_on=True,
-                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)
-    ax.set_title(f"{len(scores)} objects, coloured by anomaly score", loc="left", fontsize=9)
-    if task_scores is not None:
-        bars = fig.add_subplot(grid[0, 1])
-        keys = [k for k in _TASK_ORDER if k in task_scores] + [k for k in task_scores if k not in _TASK_ORDER]
-        values = [float(np.asarray(task_scores[k]).reshape(-1)[best]) if best >= 0 else 0.0 for k in keys]
-        ypos = np.arange(len(keys))[::-1]
-        bars.barh(ypos, values, color=[TASK_COLORS.get(k, "#888888") for k in keys], height=0.6)
-        for y, v in zip(ypos, values):
-            bars.text(v + 0.02, y, f"{v:.2f}", va="center", fontsize=8)
-        bars.set_yticks(ypos, [TASK_NAMES.get(k, k) for k in keys])
-        bars.set_xlim(0, max(1.0, max(values, default=0.0)) * 1.15)
-        bars.set_xlabel("normalised task score")
-        bars.set_title(f"top object ({scores[best]:.2f}): task breakdown" if best >= 0 else "no objects",
-                       loc="left", fontsize=9)
-        _tidy(bars)
-        bars.grid(False, axis="y")
-    fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), ax=ax, fraction=0.046, pad=0.02,
-                 label="anomaly score")
-    if title:
-        fig.suptitle(title, x=0.01, ha="left")
-    return fig
-
-
-# ------------------------------------------------------------------------------------------------------------
-# crops: the object-centric samples of the proxy tasks (docs/method.md: "Object-centric sequences", "Proxy tasks") and galleries
-# ------------------------------------------------------------------------------------------------------------
 
 
 def plot_sequence_strip(rows: dict[str, np.ndarray], offsets: dict[str, list[int]] | None = None,

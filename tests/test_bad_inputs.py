@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import jpg_tree
 
 from ssmtl_core.cli import main
 from ssmtl_core.data.synthetic import generate_synthetic
@@ -253,25 +254,6 @@ def no_leftovers(folder: Path) -> None:
 
 
 # -- datasets built by hand --------------------------------------------------------------------------
-
-
-def jpg_tree(root: Path, train: dict[str, int], test: dict[str, int], size: tuple[int, int] = (24, 32),
-             labels: np.ndarray | None | bool = True) -> Path:
-    """``training/frames/NN/KKK.jpg`` + ``testing/frames/NN/KKK.jpg`` (+ ``ground_truth/frame_labels.npy``)."""
-    for split, videos in (("training", train), ("testing", test)):
-        for name, count in videos.items():
-            folder = root / split / "frames" / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                frame = np.full((*size, 3), 90, np.uint8)
-                frame[4:10, 2 + 2 * i:8 + 2 * i] = 230
-                assert cv2.imwrite(str(folder / f"{i:03d}.jpg"), frame)
-    if labels is not False:
-        total = sum(test.values())
-        array = np.zeros(total, np.uint8) if labels is True or labels is None else labels
-        (root / "ground_truth").mkdir()
-        np.save(root / "ground_truth" / "frame_labels.npy", array)
-    return root
 
 
 def write_avi(path: Path, count: int, size: tuple[int, int] = (24, 32)) -> Path:

@@ -12,27 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from helpers import jpg_tree
 
 from ssmtl_core.cli import main
 from ssmtl_core.data.synthetic import SIZES
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _jpg_tree(root: Path, train: dict[str, int], test: dict[str, int]) -> Path:
-    """A small dataset in the jpg layout: ``training/frames/NN/KKK.jpg``, ``testing/frames/NN/KKK.jpg``."""
-    for split, videos in (("training", train), ("testing", test)):
-        for name, count in videos.items():
-            folder = root / split / "frames" / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                frame = np.full((24, 32, 3), 90, np.uint8)
-                frame[4:10, 2 + 2 * i:8 + 2 * i] = 230  # a moving square
-                assert cv2.imwrite(str(folder / f"{i:03d}.jpg"), frame)
-    return root
 
 
 def _missing_root(tmp: Path) -> tuple[list[str], Path]:
@@ -49,7 +36,7 @@ def _wrong_layout(tmp: Path) -> tuple[list[str], Path]:
 
 
 def _unreadable_frame(tmp: Path) -> tuple[list[str], Path]:
-    root = _jpg_tree(tmp / "broken_frame", {"01": 6, "02": 6}, {"01": 6})
+    root = jpg_tree(tmp / "broken_frame", {"01": 6, "02": 6}, {"01": 6}, labels=False)
     bad = root / "training" / "frames" / "02" / "003.jpg"
     bad.write_bytes(b"this is not a JPEG \x00\x01\x02" * 20)
     cache = tmp / "cache"
@@ -58,7 +45,7 @@ def _unreadable_frame(tmp: Path) -> tuple[list[str], Path]:
 
 
 def _label_count_mismatch(tmp: Path) -> tuple[list[str], Path]:
-    root = _jpg_tree(tmp / "short_labels", {"01": 4}, {"01": 5, "02": 4})
+    root = jpg_tree(tmp / "short_labels", {"01": 4}, {"01": 5, "02": 4}, labels=False)
     labels = root / "ground_truth" / "frame_labels.npy"
     labels.parent.mkdir()
     np.save(labels, np.zeros(5 + 4 - 1, np.uint8))  # one frame short

@@ -16,7 +16,8 @@ def _normalise(requirement: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_normalise(d) for d in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    extras = [d for group in project["optional-dependencies"].values() for d in group]  # dev, bench
+    wanted = {_normalise(d) for d in project["dependencies"] + extras}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     listed = {_normalise(d) for d in pip_section if not d.startswith("-e")}

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
+from helpers import jpg_tree
 
 from ssmtl_core.cli import main
 from ssmtl_core.data import layouts
@@ -332,16 +333,12 @@ def test_jpg_layout_with_concatenated_labels_and_npz_masks(tiny):
 
 
 def _make_jpg_tree(root: Path, train: dict[str, int], test: dict[str, int], grey: bool = False) -> Path:
-    for split, videos in (("training", train), ("testing", test)):
-        for name, count in videos.items():
-            folder = root / split / "frames" / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                frame = _colour_frame(i)
-                if grey:
-                    frame = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-                assert cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
-    return root
+    """PNG frames of :func:`_colour_frame` (grey ones with ``grey``), without a label file."""
+    def frame(i: int) -> np.ndarray:
+        colour = _colour_frame(i)
+        return cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) if grey else colour
+
+    return jpg_tree(root, train, test, labels=False, frame=frame, suffix=".png")
 
 
 def test_jpg_layout_with_per_video_label_files(tmp_path):

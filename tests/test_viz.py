@@ -157,25 +157,6 @@ def test_plot_roc(tmp_path):
         viz.plot_roc(np.zeros(5), {"all": np.zeros(5)})
 
 
-def test_plot_frame_overlay(tmp_path):
-    boxes = np.array([[10, 10, 40, 60], [80, 30, 120, 90], [130, 5, 155, 40]], float)
-    scores = np.array([0.2, 0.9, 0.5])
-    tasks = {t: RNG.random(3) for t in ("aot", "irr", "mid", "kd")}
-    heat = np.zeros((120, 160))
-    heat[30:90, 80:120] = 0.9
-    fig = viz.plot_frame_overlay(_frame(), boxes, scores, task_scores=tasks, heat=heat, title="frame 42")
-    assert len(fig.axes) == 3  # frame, task bars, colorbar
-    image_ax, bars_ax = fig.axes[0], fig.axes[1]
-    assert len(_rectangles(image_ax)) == 4  # three boxes + the halo of the top one
-    assert len(bars_ax.patches) == 4
-    widths = [round(p.get_width(), 6) for p in bars_ax.patches]
-    assert widths == [round(tasks[t][1], 6) for t in ("aot", "irr", "mid", "kd")], "bars of the top object"
-    _saves(fig, tmp_path, "overlay")
-    fig = viz.plot_frame_overlay(_frame(), np.zeros((0, 4)), np.zeros(0))
-    assert len(fig.axes) == 2
-    _saves(fig, tmp_path, "overlay_empty")
-
-
 def test_plot_sequence_strip_aligns_rows(tmp_path):
     seq = RNG.integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
     rows = {"consecutive": seq, "middle-box input": np.delete(seq, 3, axis=0),
