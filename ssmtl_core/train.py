@@ -38,7 +38,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Profile
 from .distributed import RANK_SEED_STRIDE, World, join
 from .errors import SSMTLError
-from .io import atomic_path, package_versions, read_json, stable_hash, write_json
+from .io import Claim, atomic_path, package_versions, read_json, stable_hash, write_json
 from .losses import DistillationTargets, backward_groups, task_losses, weighted_total
 from .model import SSMTLModel
 from .precision import FP32, Precision, choose_precision, training_step
@@ -187,6 +187,10 @@ def train(data: TrainingData, profile: Profile, out_dir: str | Path, progress: b
 
     Under torchrun (:mod:`ssmtl_core.distributed`) every process calls this with the same arguments; rank 0
     writes the files and logs, and every rank returns the summary.
+
+    Raises:
+        SSMTLError: another process is training into ``out_dir`` right now (it holds the folder's claim,
+            :class:`~ssmtl_core.io.Claim`), or the run there has other settings.
     """
     cfg = profile.train
     out = Path(out_dir)
@@ -198,8 +202,19 @@ def train(data: TrainingData, profile: Profile, out_dir: str | Path, progress: b
         progress, log = False, _silent
     if len(data.train_index) == 0:
         raise SSMTLError("no training samples after the 85/15 split; use more videos or a smaller frame stride.")
-    with thread_settings(cfg.num_threads):
-        return _train(data, profile, out, device, progress, log, checkpoint_minutes, stop_after_steps, world)
+    # One writer per run folder: two runs on one --out would both run to the end, each overwriting the other's
+    # checkpoints and history. The claim dies with its process (kill -9 included), so none is ever stale.
+    claim = Claim(out / "train") if world.main else None
+    if claim is not None and not claim.acquire():
+        raise SSMTLError(f"{out} is being trained right now by {claim.holder()}: two runs in one folder would "
+                         "overwrite each other's checkpoints and history. Wait for that run to end (or stop it; "
+                         "a rerun resumes it), or pass another --out.")
+    try:
+        with thread_settings(cfg.num_threads):
+            return _train(data, profile, out, device, progress, log, checkpoint_minutes, stop_after_steps, world)
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def _silent(*_args, **_kwargs) -> None:

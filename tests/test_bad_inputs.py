@@ -1181,6 +1181,229 @@ def kill_synth_before_ground_truth(ctx: Ctx) -> None:
     _synth_fault(ctx, "ssmtl_core.data.synthetic:_write_csv", 1, "before")
 
 
+# -- rows: what a copy holds besides its frames (ssmtl_core/data/layouts.py: frame_files) -----------------
+
+#: The header of a macOS AppleDouble ``._*`` twin (resource fork and Finder info of the file it shadows).
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(60)
+
+
+def macos_and_windows_leftovers_ignored(ctx: Ctx) -> None:
+    """A copy unpacked on a Mac and browsed on Windows: ``._*`` twins of every frame (they end in .jpg too; one
+    has zero bytes), ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, ``.ipynb_checkpoints``: left out with one note
+    (the twins failed as unreadable frames). The frames, and so the cached detections, are the same."""
+    root, cache, _ = private_copy(ctx)
+    video = root / "training" / "frames" / "01"
+    for frame in sorted(video.glob("*.jpg")):
+        (video / f"._{frame.name}").write_bytes(APPLEDOUBLE)
+    next(video.glob("._*")).write_bytes(b"")
+    for folder in (video, root / "testing" / "frames" / "02", root / "training" / "frames"):
+        (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(40))
+    (root / "testing" / "frames" / "01" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))
+    (root / "testing" / "frames" / "01" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    checkpoints = root / "training" / "frames" / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    shutil.copy2(next(video.glob("[0-9]*.jpg")), checkpoints / "000-checkpoint.jpg")
+    kept = fingerprint(cache)
+    text = expect_ok(detect(ctx, root, cache), "note:", "are not frames and are left out", "training/frames/01/._",
+                     "4 video(s) already cached")
+    assert "warning:" not in text, text
+    assert fingerprint(cache) == kept
+
+
+def macosx_folder_of_a_mac_zip(ctx: Ctx) -> None:
+    """A zip made on a Mac unpacks a ``__MACOSX/`` mirror of ``._*`` files next to the dataset. Pointed at the
+    folder above, ``info`` finds the dataset, not the mirror (which sorted first and failed on its ``._*``)."""
+    top = ctx.tmp / "unzipped"
+    root = jpg_tree(top / "dataset", {"01": 6}, {"01": 6})
+    for frame in root.rglob("*.jpg"):
+        twin = top / "__MACOSX" / frame.parent.relative_to(top) / f"._{frame.name}"
+        twin.parent.mkdir(parents=True, exist_ok=True)
+        twin.write_bytes(APPLEDOUBLE)
+    res = info(ctx, top, "synthetic", "--json")
+    expect_ok(res)
+    summary = json.loads(res.out)
+    assert summary["root"] == str(root) and summary["train"] == {"videos": 1, "frames": 6}
+
+
+def appledouble_video_file_ignored(ctx: Ctx) -> None:
+    """``._01.avi`` next to Avenue's videos (a copy from a Mac): left out with a note (it failed as a video)."""
+    folder = avenue_as_unzipped(ctx.tmp / "avenue", train=2, test=2)
+    (folder / "Avenue Dataset" / "training_videos" / "._01.avi").write_bytes(APPLEDOUBLE)
+    res = info(ctx, folder, "avenue", "--json")
+    expect_ok(res, "note:", "training_videos/._01.avi")
+    assert json.loads(res.out)["train"]["videos"] == 2
+
+
+def upper_case_extensions_accepted(ctx: Ctx) -> None:
+    """Frames named ``.JPG`` (a camera's or Windows' export) are frames like ``.jpg``: no note, same count."""
+    root = jpg_tree(ctx.tmp / "d", {"01": 6}, {"01": 6})
+    for frame in (root / "training" / "frames" / "01").glob("*.jpg"):
+        frame.rename(frame.with_suffix(".JPG"))
+    res = info(ctx, root, "synthetic", "--json")
+    text = expect_ok(res)
+    assert "note:" not in text and "warning:" not in text, text
+    assert json.loads(res.out)["train"] == {"videos": 1, "frames": 6}
+
+
+def unpadded_frame_numbers_in_numeric_order(ctx: Ctx) -> None:
+    """``1.jpg`` ... ``12.jpg``: frame k is the k-th by number (1, 2, ..., 10, 11, 12), never by text
+    (1, 10, 11, 12, 2): checked on the pixels, where each frame's bright block sits at its own column."""
+    from ssmtl_core.data import open_dataset
+
+    root = jpg_tree(ctx.tmp / "d", {"01": 12}, {"01": 6})
+    video = root / "training" / "frames" / "01"
+    for frame in sorted(video.glob("*.jpg")):
+        frame.rename(video / f"{int(frame.stem) + 1}.jpg")
+    text = expect_ok(info(ctx, root))
+    assert "warning:" not in text, text
+    (train_video,) = open_dataset("synthetic", root).train
+    assert [p.name for p in train_video.source.files] == [f"{k}.jpg" for k in range(1, 13)]
+    for k in range(12):  # jpg_tree draws frame k's block over columns 2 + 2k to 7 + 2k
+        bright = np.flatnonzero(train_video.frame(k)[6].mean(axis=1) > 160)
+        assert abs(bright.mean() - (4.5 + 2 * k)) <= 1, (k, bright)
+
+
+def gap_in_frame_numbers_warned(ctx: Ctx) -> None:
+    """A lost frame (``005.jpg`` gone): a warning naming the folder and the number (it was silent, and each later
+    frame took the place, and label, of the one before it); the frames there are read."""
+    root = jpg_tree(ctx.tmp / "d", {"01": 8}, {"01": 6})
+    video = root / "training" / "frames" / "01"
+    (video / "005.jpg").unlink()
+    res = info(ctx, root, "synthetic", "--json")
+    expect_ok(res, "warning:", f"{video} has no frame number 5 (1 missing between 0 and 7)")
+    assert json.loads(res.out)["train"]["frames"] == 7
+
+
+def frames_in_two_formats_warned(ctx: Ctx) -> None:
+    """Half a video re-saved as PNG: every frame is there, and a warning says the video mixes two formats."""
+    root = jpg_tree(ctx.tmp / "d", {"01": 6}, {"01": 6})
+    video = root / "training" / "frames" / "01"
+    for frame in sorted(video.glob("*.jpg"))[3:]:
+        assert cv2.imwrite(str(frame.with_suffix(".png")), cv2.imread(str(frame)))
+        frame.unlink()
+    res = info(ctx, root, "synthetic", "--json")
+    expect_ok(res, "warning:", f"{video} holds frames in 2 image formats (.jpg, .png)")
+    assert json.loads(res.out)["train"]["frames"] == 6
+
+
+def one_frame_number_twice_refused(ctx: Ctx) -> None:
+    """Two files with one frame number (``003.png`` next to ``003.jpg``; ``3.jpg`` next to ``003.jpg``): refused,
+    naming both (each was one more frame, shifting every later one)."""
+    for i, extra in enumerate(("003.png", "3.jpg")):
+        root = jpg_tree(ctx.tmp / f"d{i}", {"01": 6}, {"01": 6})
+        video = root / "training" / "frames" / "01"
+        shutil.copy2(video / "003.jpg", video / extra)
+        expect_error(info(ctx, root), video / "003.jpg", video / extra, phrase="are both frame 3")
+
+
+def second_copy_of_a_frame_refused(ctx: Ctx) -> None:
+    """``004 (1).jpg`` (an archive extracted twice), ``004 - Copy.jpg`` (Windows), ``004 copy.jpg`` and
+    ``004 2.jpg`` (macOS): refused, naming the copy (it was one more frame)."""
+    for i, name in enumerate(("004 (1).jpg", "004 - Copy.jpg", "004 copy.jpg", "004 2.jpg")):
+        root = jpg_tree(ctx.tmp / f"d{i}", {"01": 6}, {"01": 6})
+        video = root / "testing" / "frames" / "01"
+        shutil.copy2(video / "004.jpg", video / name)
+        expect_error(info(ctx, root), video / name, phrase="is a second copy of frame 004")
+
+
+def partial_download_refused(ctx: Ctx) -> None:
+    """A frame still downloading (``007.jpg.crdownload``, ``007.jpg.part``): refused, naming it (it was left
+    out, and the video silently one frame short)."""
+    for i, suffix in enumerate((".crdownload", ".part")):
+        root = jpg_tree(ctx.tmp / f"d{i}", {"01": 8}, {"01": 6})
+        video = root / "training" / "frames" / "01"
+        partial = video / f"007.jpg{suffix}"
+        (video / "007.jpg").rename(partial)
+        expect_error(info(ctx, root), partial, phrase="is a download that did not finish")
+
+
+def frames_one_level_too_deep_refused(ctx: Ctx) -> None:
+    """An archive unpacked one level too deep (``01/01/000.jpg``): refused, saying where the frames are."""
+    root = jpg_tree(ctx.tmp / "d", {"01": 6}, {"01": 6})
+    video = root / "training" / "frames" / "01"
+    nested = video / "01"
+    nested.mkdir()
+    for frame in video.glob("*.jpg"):
+        frame.rename(nested / frame.name)
+    expect_error(info(ctx, root), video, phrase="Its subfolder 01 holds images")
+
+
+def subfolder_next_to_frames_noted(ctx: Ctx) -> None:
+    """A subfolder among a video's frames (an export's extras): its files are not frames, and the note says so."""
+    root = jpg_tree(ctx.tmp / "d", {"01": 6}, {"01": 6})
+    video = root / "training" / "frames" / "01"
+    (video / "extra").mkdir()
+    shutil.copy2(video / "000.jpg", video / "extra" / "000.jpg")
+    res = info(ctx, root, "synthetic", "--json")
+    expect_ok(res, "note:", "training/frames/01/extra")
+    assert json.loads(res.out)["train"]["frames"] == 6
+
+
+def symlinked_frames_accepted(ctx: Ctx) -> None:
+    """Frames that are symbolic links (into a shared store) are read through them: the same detections as the
+    files themselves. A dangling link is refused, naming it."""
+    root = copy(ctx.base.root, ctx.tmp / "syn")
+    store = ctx.tmp / "store"
+    store.mkdir()
+    video = root / "training" / "frames" / "01"
+    frames = sorted(video.glob("*.jpg"))
+    for frame in frames:
+        frame.rename(store / frame.name)
+        frame.symlink_to(store / frame.name)
+    expect_ok(detect(ctx, root, ctx.tmp / "cache"), "detections cached in")
+    same_detections(copied_detections(ctx.tmp / "cache"), ctx.base.detections)
+    (store / frames[3].name).unlink()
+    expect_error(detect(ctx, root, ctx.tmp / "cache2"), frames[3], phrase="cannot read")
+
+
+# -- rows: two runs at once on one run folder ----------------------------------------------------------
+
+HOLD_WRAPPER = r"""
+import sys, time
+import ssmtl_core.train as train
+real = train.training_step
+def held(*args, **kwargs):
+    print("<training>", flush=True)
+    time.sleep(300)
+    return real(*args, **kwargs)
+train.training_step = held
+from ssmtl_core.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def two_trains_one_out_folder(ctx: Ctx) -> None:
+    """A second ``ssmtl train`` on the --out of one still training refuses at once, naming the folder and the
+    running process (both ran to the end, each overwriting the other's checkpoints). Once the first is killed
+    (kill -9, its claim dies with it), a rerun trains, equal to an uninterrupted run."""
+    out = ctx.tmp / "run"
+    argv = ["train", "--dataset", "synthetic", "--root", ctx.base.root, "--cache", ctx.base.cache, "--params",
+            ctx.base.params, "--out", out]
+    first = subprocess.Popen([sys.executable, "-c", HOLD_WRAPPER.format(argv=[str(a) for a in argv])],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ctx.tmp, env=ENV)
+    try:
+        lines = iter(first.stdout.readline, "")  # its log, up to its first training step (or its end)
+        assert any(line.strip() == "<training>" for line in lines), "the first run did not start training"
+        expect_error(ctx.cli(*argv), out, f"process {first.pid}", phrase="is being trained right now by")
+        assert first.poll() is None, "the refused run disturbed the running one"
+    finally:
+        first.kill()
+        first.wait()
+    expect_ok(ctx.cli(*argv))
+    same_run(out, ctx.base.run)
+    no_leftovers(out)
+
+
+def train_claim_released_after_each_run(ctx: Ctx) -> None:
+    """The folder's claim ends with each run, however it ends: a refused run (other settings), then a finished
+    one, then a rerun in the same process all go through, and no claim file is left."""
+    run = copy(ctx.base.run, ctx.tmp / "run")
+    expect_error(train(ctx, ctx.base.root, ctx.base.cache, run, "--lr", "0.01"), run, phrase="other settings")
+    expect_ok(train(ctx, ctx.base.root, ctx.base.cache, run, "--epochs", "2"))
+    expect_ok(train(ctx, ctx.base.root, ctx.base.cache, run, "--epochs", "2"), "already trained")
+    no_leftovers(run)
+
+
 # -- rows owned elsewhere, failing until fixed -------------------------------------------------------
 
 
@@ -1291,6 +1514,23 @@ CASES: dict[str, tuple[Callable, tuple]] = {
     "evaluate_missing_ground_truth": (evaluate_missing_ground_truth, ()),
     "score_video_bad_conf": (score_video_bad_conf, ()),
     "teacher_cache_damaged": (teacher_cache_damaged, ()),
+    # what a copy holds besides its frames
+    "macos_and_windows_leftovers_ignored": (macos_and_windows_leftovers_ignored, ()),
+    "macosx_folder_of_a_mac_zip": (macosx_folder_of_a_mac_zip, ()),
+    "appledouble_video_file_ignored": (appledouble_video_file_ignored, ()),
+    "upper_case_extensions_accepted": (upper_case_extensions_accepted, ()),
+    "unpadded_frame_numbers_in_numeric_order": (unpadded_frame_numbers_in_numeric_order, ()),
+    "gap_in_frame_numbers_warned": (gap_in_frame_numbers_warned, ()),
+    "frames_in_two_formats_warned": (frames_in_two_formats_warned, ()),
+    "one_frame_number_twice_refused": (one_frame_number_twice_refused, ()),
+    "second_copy_of_a_frame_refused": (second_copy_of_a_frame_refused, ()),
+    "partial_download_refused": (partial_download_refused, ()),
+    "frames_one_level_too_deep_refused": (frames_one_level_too_deep_refused, ()),
+    "subfolder_next_to_frames_noted": (subfolder_next_to_frames_noted, ()),
+    "symlinked_frames_accepted": (symlinked_frames_accepted, ()),
+    # two runs at once on one run folder
+    "two_trains_one_out_folder": (two_trains_one_out_folder, ()),
+    "train_claim_released_after_each_run": (train_claim_released_after_each_run, ()),
 }
 
 def _params():

@@ -17,6 +17,9 @@ masks where the dataset has them. Layouts recognised from the folder:
 
 Video files are decoded sequentially: reading frames in order never re-decodes from the start, and a
 backwards jump reopens the file once.
+
+What a copy holds besides its frames (unpacked on another system, copied from a camera, re-extracted) is
+decided in :func:`frame_files`, never silently: ignored with a note, warned about, or refused.
 """
 
 from __future__ import annotations
@@ -48,6 +51,82 @@ VIDEO_EXTS = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v")
 
 def _natural_key(path: Path) -> list:
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", path.name)]
+
+
+#: What a copy leaves next to the frames that is never a frame, besides hidden names (macOS ``._*``
+#: AppleDouble twins, ``.DS_Store``, ``.ipynb_checkpoints``): Windows' thumbnails and folder settings, and the
+#: ``__MACOSX`` folder of a zip made on a Mac.
+SYSTEM_NAMES = ("thumbs.db", "desktop.ini", "__macosx")
+#: Suffixes of downloads still in progress (or abandoned): the file is not all there.
+PARTIAL_SUFFIXES = (".part", ".crdownload", ".partial", ".download")
+#: A second copy of a file: ``001 (1).jpg`` (a second extraction), ``001 - Copy.jpg`` (Windows), ``001 copy.jpg``
+#: and ``001 2.jpg`` (macOS); a copy only when the name without it is another frame's.
+_SECOND_COPY = re.compile(r"^(?P<frame>.+?)(?: \(\d+\)| - copy(?: \(\d+\))?| copy(?: \d+)?| \d+)$", re.IGNORECASE)
+_SAME_FORMAT = {".jpeg": ".jpg", ".tiff": ".tif"}
+
+
+def is_system_entry(path: Path) -> bool:
+    """Whether ``path`` is a hidden or system entry that a copy of a dataset may hold but is never data."""
+    return path.name.startswith(".") or path.name.lower() in SYSTEM_NAMES
+
+
+def frame_files(folder: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """The frames of one video folder in frame order, the entries left out, and warnings.
+
+    What a copy of a dataset may hold besides its frames, and what happens to it:
+
+    * **ignored** (returned, and named in a note by :func:`open_dataset`): hidden entries (macOS ``._*``
+      AppleDouble twins of every frame, which end in ``.jpg`` too, ``.DS_Store``, ``.ipynb_checkpoints``),
+      ``Thumbs.db``, ``desktop.ini``, files of other types and subfolders;
+    * **refused**: a download in progress (``.part``, ``.crdownload``: the copy is incomplete), a second copy of
+      a frame (``001 (1).jpg`` from a second extraction, ``001 - Copy.jpg``, ``001 copy.jpg``), two files with
+      one frame number (``001.jpg`` and ``001.png``, or ``1.jpg`` and ``001.jpg``): each would add a frame and
+      shift every later one;
+    * **warned**: gaps in the numbering (a lost frame shifts every later frame's label by one) and several
+      image formats in one video;
+    * **accepted**: upper-case extensions (``.JPG``), numbers without zero padding (``1.jpg, 2.jpg, 10.jpg``,
+      ordered by number, never as text) and symbolic links (a dangling one is refused when read).
+    """
+    frames, ignored = [], []
+    for path in folder.iterdir():
+        if path.name.lower().endswith(PARTIAL_SUFFIXES):
+            raise SSMTLError(f"{path} is a download that did not finish: the copy of this video is incomplete. "
+                             "Finish the download (or re-extract the dataset), then rerun.")
+        if is_system_entry(path) or path.suffix.lower() not in IMAGE_EXTS or path.is_dir():
+            ignored.append(path)
+        else:
+            frames.append(path)
+    frames.sort(key=_natural_key)
+    stems = {p.stem for p in frames}
+    for path in frames:
+        match = _SECOND_COPY.match(path.stem)
+        if match and match["frame"] in stems:
+            raise SSMTLError(f"{path} is a second copy of frame {match['frame']} (a repeated extraction or copy): "
+                             "it would count as one more frame. Delete it, or re-extract the video into an empty "
+                             "folder.")
+    numbers = [re.findall(r"\d+", p.stem) for p in frames]
+    warnings = []
+    if frames and all(numbers):
+        seen: dict[int, Path] = {}
+        for path, digits in zip(frames, numbers):
+            number = int(digits[-1])
+            if number in seen:
+                raise SSMTLError(f"{seen[number]} and {path} are both frame {number} of {folder}: one of them would "
+                                 "count as one more frame. Keep one (or re-extract the video into an empty "
+                                 "folder).")
+            seen[number] = path
+        missing = sorted(set(range(min(seen), max(seen) + 1)) - set(seen))
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            warnings.append(f"{folder} has no frame number {shown} ({len(missing)} missing between {min(seen)} "
+                            f"and {max(seen)}): frames are taken in order, so each later frame takes the place "
+                            "(and label) of the one before it. Restore the missing frames if the copy is "
+                            "incomplete.")
+    formats = sorted({_SAME_FORMAT.get(p.suffix.lower(), p.suffix.lower()) for p in frames})
+    if len(formats) > 1:
+        warnings.append(f"{folder} holds frames in {len(formats)} image formats ({', '.join(formats)}): one video "
+                        "is usually one format; check that every file belongs to this video.")
+    return frames, ignored, warnings
 
 
 # -- frame sources --------------------------------------------------------------------------------
@@ -96,11 +175,15 @@ class ImageFolderSource:
 
     def __init__(self, folder: Path):
         self.path = Path(folder)
-        self.files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
+        self.files, self.ignored, self.warnings = frame_files(self.path)
         if not self.files:
+            nested = next((p for p in sorted(self.ignored) if p.is_dir() and not is_system_entry(p)
+                           and any(f.suffix.lower() in IMAGE_EXTS for f in p.iterdir())), None)
+            hint = (f" Its subfolder {nested.name} holds images: an archive unpacked one level too deep? Move "
+                    "them up into the video's folder." if nested else "")
             raise SSMTLError(
                 f"no frames in {self.path}: expected image files ({', '.join(IMAGE_EXTS)}). "
-                "Check that the folder holds this video's frames."
+                f"Check that the folder holds this video's frames.{hint}"
             )
         self._size: tuple[int, int] | None = None
 
@@ -317,6 +400,8 @@ class Dataset:
         tracks_fn: loads ground-truth object tracks (for RBDC/TBDC) where the layout ships them.
         meta: anything else the layout knows (e.g. the synthetic generator's settings).
         labels_looked: where the reader looked for frame labels when it found none.
+        ignored: hidden and system entries left out where videos are listed (``.ipynb_checkpoints``,
+            ``._01.avi``); those left out inside frame folders are their sources' (:func:`frame_files`).
     """
 
     name: str
@@ -327,6 +412,7 @@ class Dataset:
     tracks_fn: Callable[[], object] | None = None
     meta: dict = field(default_factory=dict)
     labels_looked: list[str] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
 
     @property
     def official_videos(self) -> tuple[int, int] | None:
@@ -350,6 +436,21 @@ class Dataset:
         return (f"{self.root} holds {len(self.train)} training and {len(self.test)} test videos, but the official "
                 f"{self.name} release has {train} and {test}: this copy is partial, and its results are marked "
                 "partial and are not comparable with published ones.")
+
+    def listing_notes(self, shown: int = 3) -> list[str]:
+        """What :func:`open_dataset` prints about the copy's files: one ``note:`` naming the entries that are
+        not frames (left out), then a ``warning:`` per video folder with gaps or mixed formats."""
+        sources = [v.source for v in self.train + self.test if isinstance(v.source, ImageFolderSource)]
+        ignored = self.ignored + [p for source in sources for p in source.ignored]
+        lines = [f"warning: {w}" for source in sources for w in source.warnings]
+        if len(lines) > shown + 1:
+            lines = lines[:shown] + [f"warning: ... and {len(lines) - shown} more video folders like these."]
+        if ignored:
+            names = ", ".join(os.path.relpath(p, self.root) for p in ignored[:shown])
+            lines.insert(0, f"note: {len(ignored)} entries of {self.root} are not frames and are left out (hidden "
+                            f"and system files such as macOS ._* twins, .DS_Store and Thumbs.db, other files, "
+                            f"subfolders): {names}{', ...' if len(ignored) > shown else ''}")
+        return lines
 
     def missing_ground_truth(self) -> str | None:
         """A message naming where the frame labels were looked for, when some test video has none; else None."""
@@ -452,7 +553,8 @@ def _labels_from_ranges(ranges: list[tuple[int, int]], num_frames: int) -> np.nd
 
 def _masks_from_image_folder(folder: Path) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not is_system_entry(p)),
+                       key=_natural_key)
         masks = []
         for file in files:
             image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
@@ -543,8 +645,11 @@ def _read_track_folder(folder: Path, videos: list[Video]):
 
 
 def _jpg_frames(name: str, root: Path) -> Dataset:
+    ignored: list[Path] = []
+
     def videos(split_dir: Path, split: str) -> list[Video]:
-        folders = sorted((p for p in split_dir.iterdir() if p.is_dir()), key=_natural_key)
+        ignored.extend(p for p in split_dir.iterdir() if is_system_entry(p))
+        folders = sorted((p for p in split_dir.iterdir() if p.is_dir() and not is_system_entry(p)), key=_natural_key)
         if not folders:
             raise SSMTLError(f"no video folders in {split_dir}: expected {split_dir}/NN/KKK.jpg.")
         return [Video(p.name, split, ImageFolderSource(p)) for p in folders]
@@ -593,7 +698,7 @@ def _jpg_frames(name: str, root: Path) -> Dataset:
         tracks_fn = lambda: _read_synthetic_tracks(gt / "tracks.csv", test)  # noqa: E731
     elif (gt / "tracks").is_dir():
         tracks_fn = lambda: _read_track_folder(gt / "tracks", test)  # noqa: E731
-    return Dataset(name, root, "jpg_frames", train, test, tracks_fn, meta, looked)
+    return Dataset(name, root, "jpg_frames", train, test, tracks_fn, meta, looked, ignored)
 
 
 def _npz_mask(path: Path, keys: list[str]) -> np.ndarray:
@@ -637,8 +742,12 @@ def _ucsd_official(name: str, root: Path) -> Dataset:
 
 
 def _avenue_official(name: str, root: Path) -> Dataset:
+    ignored: list[Path] = []
+
     def videos(folder: Path, split: str) -> list[Video]:
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS), key=_natural_key)
+        ignored.extend(p for p in folder.iterdir() if is_system_entry(p))
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS and not is_system_entry(p)),
+                       key=_natural_key)
         if not files:
             raise SSMTLError(f"no videos in {folder}: expected {folder}/NN.avi.")
         return [Video(_two_digit(p.stem), split, VideoFileSource(p)) for p in files]
@@ -654,7 +763,8 @@ def _avenue_official(name: str, root: Path) -> Dataset:
             file = mask_dir / f"{int(video.name)}_label.mat"
             video.masks_fn = lambda f=file: _avenue_masks(f)
             video.labels_fn = lambda v=video: v.pixel_masks().any(axis=(1, 2))
-    return Dataset(name, root, "avenue_official", train, test, labels_looked=[str(p) for p in mask_dirs])
+    return Dataset(name, root, "avenue_official", train, test, labels_looked=[str(p) for p in mask_dirs],
+                   ignored=ignored)
 
 
 def _avenue_masks(path: Path) -> np.ndarray:
@@ -674,12 +784,14 @@ def _avenue_masks(path: Path) -> np.ndarray:
 
 def _shanghaitech_official(name: str, root: Path) -> Dataset:
     train_dir = root / "training" / "videos"
-    files = sorted((p for p in train_dir.iterdir() if p.suffix.lower() in VIDEO_EXTS), key=_natural_key)
+    frames_dir = root / "testing" / "frames"
+    ignored = [p for folder in (train_dir, frames_dir) for p in folder.iterdir() if is_system_entry(p)]
+    files = sorted((p for p in train_dir.iterdir() if p.suffix.lower() in VIDEO_EXTS and not is_system_entry(p)),
+                   key=_natural_key)
     if not files:
         raise SSMTLError(f"no videos in {train_dir}: expected {train_dir}/SS_VVVV.avi.")
     train = [Video(p.stem, "train", VideoFileSource(p)) for p in files]
-    frames_dir = root / "testing" / "frames"
-    folders = sorted((p for p in frames_dir.iterdir() if p.is_dir()), key=_natural_key)
+    folders = sorted((p for p in frames_dir.iterdir() if p.is_dir() and not is_system_entry(p)), key=_natural_key)
     if not folders:
         raise SSMTLError(f"no test video folders in {frames_dir}: expected {frames_dir}/SS_VVVV/NNN.jpg.")
     test = [Video(p.name, "test", ImageFolderSource(p)) for p in folders]
@@ -694,7 +806,7 @@ def _shanghaitech_official(name: str, root: Path) -> Dataset:
                        if p.is_dir()), None)
     tracks_fn = (lambda: _read_track_folder(tracks_dir, test)) if tracks_dir else None
     return Dataset(name, root, "shanghaitech_official", train, test, tracks_fn,
-                   labels_looked=[f"{root / 'testing' / 'test_frame_mask'}/<video>.npy"])
+                   labels_looked=[f"{root / 'testing' / 'test_frame_mask'}/<video>.npy"], ignored=ignored)
 
 
 #: layout name -> (test that a folder has this layout, reader)
@@ -739,7 +851,7 @@ def open_dataset(name: str, root: str | Path) -> Dataset:
     # tarball holds UCSDped1 next to UCSDped2, so folders named after the dataset come first, then by name
     # (never in the file system's arbitrary listing order).
     def children(folder: Path) -> list[Path]:
-        subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        subs = [p for p in folder.iterdir() if p.is_dir() and not is_system_entry(p)]  # not __MACOSX/
         return sorted(subs, key=lambda p: (name not in p.name.lower(), p.name))
 
     subdirs = children(root)
@@ -754,6 +866,8 @@ def open_dataset(name: str, root: str | Path) -> Dataset:
         for matches, reader in LAYOUTS.values():
             if matches(candidate):
                 dataset = reader(name, candidate)
+                for line in dataset.listing_notes():
+                    print(line, file=sys.stderr, flush=True)
                 if (warning := dataset.partial_warning()) is not None:
                     print(f"warning: {warning}", file=sys.stderr, flush=True)
                 return dataset
