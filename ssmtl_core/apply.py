@@ -12,20 +12,28 @@ in ``summary.json`` and marked in the CSVs, the plot and the video. A video wher
 therefore stays under the threshold. ``per_video_minmax`` (``--per-video-minmax``) gives the paper's
 normalisation instead: the most anomalous object of the video scores 1 even when nothing unusual happens, so
 those scores rank the frames of one video and say nothing across videos.
+
+:func:`score_video_file` runs the named steps below in order: detect (:func:`ssmtl_core.detect.make_detector`),
+score the objects (:func:`score_objects`), turn their raw task scores into the reported scores
+(:func:`calibrated_video_scores` or :func:`minmax_video_scores`), then write the two CSVs, the plot and the
+annotated video.
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .calibration import alert_segments
+from . import viz
+from .calibration import Calibration, alert_segments
 from .checkpoint import load_checkpoint, model_from_checkpoint, pick_device
-from .config import TASKS, apply_overrides, profile_from_dict, validate
+from .config import TASKS, Profile, ScoreConfig, apply_overrides, profile_from_dict, validate
 from .data.frames import load_frames
 from .data.layouts import ImageFolderSource, Video, VideoFileSource
 from .detect import make_detector
@@ -33,7 +41,7 @@ from .detections import Detections
 from .errors import SSMTLError
 from .io import atomic_path, package_versions, write_json
 from .runs import checkpoint_calibration
-from .score import Scorer, calibrated_frame_scores, score_detections, score_video
+from .score import ObjectScores, Scorer, calibrated_frame_scores, score_detections, score_video
 from .teachers import Teacher, load_teacher, middle_crops
 
 
@@ -46,8 +54,34 @@ def open_video(path: str | Path) -> Video:
     return Video(path.stem, "test", source)
 
 
-def _teacher_logits(teacher: Teacher, frames: np.ndarray, detections: Detections, rows: np.ndarray) -> np.ndarray:
-    return teacher.logits(middle_crops(frames, detections.frame[rows], detections.boxes[rows], teacher.size))
+@dataclass
+class VideoScores:
+    """What ``score-video`` reports for one video.
+
+    Attributes:
+        tasks: the tasks scored.
+        objects: (N,) the score of each object: calibrated, or the paper's per-video min-max.
+        frames: (T,) the score of each frame.
+        task_curves: each task's frame scores alone.
+        calibration: the checkpoint's calibration for ``tasks`` (None: per-video min-max scores).
+        threshold: the alert threshold of calibrated scores (None without calibration).
+        segments: the alert segments (:func:`~ssmtl_core.calibration.alert_segments`; none without calibration).
+    """
+
+    tasks: tuple[str, ...]
+    objects: np.ndarray
+    frames: np.ndarray
+    task_curves: dict[str, np.ndarray]
+    calibration: Calibration | None = None
+    threshold: float | None = None
+    segments: list[dict] | None = None
+
+    def frame_segment(self) -> np.ndarray:
+        """(T,) the 1-based alert segment of each frame, 0 outside any."""
+        out = np.zeros(len(self.frames), int)
+        for k, segment in enumerate(self.segments or [], 1):
+            out[segment["start"]:segment["end"] + 1] = k
+        return out
 
 
 def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: str | Path,
@@ -74,8 +108,6 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
     Returns:
         A summary (also written to ``summary.json``).
     """
-    from . import viz
-
     state = load_checkpoint(checkpoint)
     profile = apply_overrides(profile_from_dict(state["profile"]), overrides)
     validate(profile)
@@ -90,78 +122,123 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
     detector = make_detector(profile.detect, str(torch_device))
     detections = detector.detect_video(video, progress)
     detect_seconds = time.perf_counter() - started
-
-    scorer = Scorer(model_from_checkpoint(state, torch_device, checkpoint), profile.sample, state["kd_layout"],
-                    torch_device, calibration=state.get("calibration"), tasks=profile.train.tasks)
-    teacher = None
-    if scorer.needs_teacher(detections).any():
-        teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
-    scores = score_detections(scorer, frames, detections, partial(_teacher_logits, teacher, frames, detections))
-    tasks = tuple(t for t in TASKS if t in scores.tasks)
-    segments = []
+    raw = score_objects(state, profile, checkpoint, frames, detections, torch_device, teacher_weights)
     if calibration is None:
-        result = score_video(scores, tasks, video.num_frames, video.frame_size, profile.score)
-        object_scores, frame_scores = result.object_scores, result.frame_scores
-        task_curves = {task: score_video(scores, (task,), video.num_frames, video.frame_size,
-                                         profile.score).frame_scores for task in tasks}
+        scores = minmax_video_scores(raw, video, profile.score)
     else:
-        calibration = calibration.subset(tasks)  # the tasks scored (all trained ones, unless one lacks a score)
-        threshold = calibration.threshold if threshold is None else float(threshold)
-        object_scores = calibration.object_scores(scores)
-        frame_scores = calibrated_frame_scores(object_scores, scores.frame, video.num_frames, profile.score)
-        task_curves = {task: calibrated_frame_scores(calibration.object_scores(scores, (task,)), scores.frame,
-                                                     video.num_frames, profile.score) for task in calibration.tasks}
-        segments = alert_segments(frame_scores, threshold, object_scores, scores.frame, scores.boxes)
-    frame_segment = np.zeros(video.num_frames, int)  # 1-based alert segment of each frame, 0 outside
-    for k, segment in enumerate(segments, 1):
-        frame_segment[segment["start"]:segment["end"] + 1] = k
+        scores = calibrated_video_scores(raw, video, profile.score, calibration, threshold)
     elapsed = time.perf_counter() - started
+
     out.mkdir(parents=True, exist_ok=True)
-
-    raw_sum = np.sum([scores.tasks[t] for t in tasks], axis=0) if len(detections) else np.zeros(0)
-    with atomic_path(out / "frame_scores.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["frame", "score", *(["alert_segment"] if calibration else []), *task_curves])
-        for f in range(video.num_frames):
-            writer.writerow([f, f"{frame_scores[f]:.6f}", *([frame_segment[f]] if calibration else []),
-                             *(f"{curve[f]:.6f}" for curve in task_curves.values())])
-    with atomic_path(out / "objects.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["frame", "x1", "y1", "x2", "y2", "score", *(["over_threshold", "alert_segment"]
-                                                                       if calibration else []), "sum_raw", *tasks])
-        for i in range(len(detections)):
-            alert = ([int(object_scores[i] >= threshold), frame_segment[int(scores.frame[i])]] if calibration
-                     else [])
-            writer.writerow([int(scores.frame[i]), *(f"{v:.1f}" for v in scores.boxes[i]), f"{object_scores[i]:.6f}",
-                             *alert, f"{raw_sum[i]:.6f}", *(f"{scores.tasks[t][i]:.6f}" for t in tasks)])
-
-    kind = "per-video min-max score" if calibration is None else "calibrated score (fraction of normal objects)"
-    figure = viz.plot_score_curve(frame_scores, task_curves=task_curves, title=f"{video.name}: {kind}",
-                                  threshold=None if calibration is None else threshold,
-                                  yscale="linear" if calibration is None else "logit")
-    figure.savefig(out / "scores.png", dpi=120, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    boxes_per_frame = [scores.boxes[scores.frame == f] for f in range(video.num_frames)]
-    scores_per_frame = [object_scores[scores.frame == f] for f in range(video.num_frames)]
-    fps = getattr(video.source, "fps", 10.0)
-    written = viz.write_annotated_video((frames[f] if frames.shape[-1] == 3 else np.repeat(frames[f], 3, axis=2)
-                                         for f in range(video.num_frames)), boxes_per_frame, scores_per_frame,
-                                        frame_scores, out / f"annotated.{video_format}", fps=fps,
-                                        threshold=None if calibration is None else threshold)
-    top = np.argsort(-frame_scores)[:5]
+    write_frame_scores(out / "frame_scores.csv", scores)
+    write_object_scores(out / "objects.csv", raw, scores)
+    plot_scores(out / "scores.png", video.name, scores)
+    written = write_annotated_video(out / f"annotated.{video_format}", video, frames, raw, scores)
+    calibrated = scores.calibration
     summary = {"video": str(video_path), "frames": video.num_frames, "frame_size": list(video.frame_size),
-               "objects": int(len(detections)), "tasks": list(tasks), "checkpoint": str(checkpoint),
-               "arch": profile.train.arch,
-               "detector": detector.describe() | {"class_names": None},
-               "score_settings": profile.to_dict()["score"], "most_anomalous_frames": top.tolist(),
-               "scores": "per-video min-max (the paper's)" if calibration is None else "calibrated",
-               "calibration": None if calibration is None else calibration.summary() | {"threshold": threshold} | (
-                   {} if threshold == calibration.threshold else {"threshold_rule": "given (--threshold)"}),
-               "alert_segments": None if calibration is None else segments,
+               "objects": int(len(detections)), "tasks": list(scores.tasks), "checkpoint": str(checkpoint),
+               "arch": profile.train.arch, "detector": detector.describe() | {"class_names": None},
+               "score_settings": profile.to_dict()["score"],
+               "most_anomalous_frames": np.argsort(-scores.frames)[:5].tolist(),
+               "scores": "per-video min-max (the paper's)" if calibrated is None else "calibrated",
+               "calibration": None if calibrated is None else calibrated.summary() | {"threshold": scores.threshold} | (
+                   {} if scores.threshold == calibrated.threshold else {"threshold_rule": "given (--threshold)"}),
+               "alert_segments": scores.segments,
                "seconds": round(elapsed, 2), "detect_seconds": round(detect_seconds, 2),
                "frames_per_s": round(video.num_frames / elapsed, 1), "device": str(torch_device),
                "annotated_video": str(written), "versions": package_versions()}
     write_json(out / "summary.json", summary)
     return summary
+
+
+# -- the steps -----------------------------------------------------------------------------------------------
+
+
+def score_objects(state: dict, profile: Profile, checkpoint: str | Path, frames: np.ndarray, detections: Detections,
+                  device: torch.device, teacher_weights: str | None = None) -> ObjectScores:
+    """The raw task scores of a video's detections under a checkpoint (the ImageNet teacher is loaded only when
+    some object's distillation score needs its logits)."""
+    scorer = Scorer(model_from_checkpoint(state, device, checkpoint), profile.sample, state["kd_layout"], device,
+                    calibration=state.get("calibration"), tasks=profile.train.tasks)
+    teacher = None
+    if scorer.needs_teacher(detections).any():
+        teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
+    return score_detections(scorer, frames, detections, partial(_teacher_logits, teacher, frames, detections))
+
+
+def _teacher_logits(teacher: Teacher, frames: np.ndarray, detections: Detections, rows: np.ndarray) -> np.ndarray:
+    return teacher.logits(middle_crops(frames, detections.frame[rows], detections.boxes[rows], teacher.size))
+
+
+def _scored_tasks(raw: ObjectScores) -> tuple[str, ...]:
+    return tuple(t for t in TASKS if t in raw.tasks)
+
+
+def calibrated_video_scores(raw: ObjectScores, video: Video, config: ScoreConfig, calibration: Calibration,
+                            threshold: float | None = None) -> VideoScores:
+    """Calibrated object and frame scores, each task's frame curve and the alert segments at ``threshold``
+    (default: the calibration's own)."""
+    calibration = calibration.subset(_scored_tasks(raw))  # all trained tasks, unless one lacks a score
+    threshold = calibration.threshold if threshold is None else float(threshold)
+    objects = calibration.object_scores(raw)
+    frames = calibrated_frame_scores(objects, raw.frame, video.num_frames, config)
+    curves = {task: calibrated_frame_scores(calibration.object_scores(raw, (task,)), raw.frame, video.num_frames,
+                                            config) for task in calibration.tasks}
+    segments = alert_segments(frames, threshold, objects, raw.frame, raw.boxes)
+    return VideoScores(_scored_tasks(raw), objects, frames, curves, calibration, threshold, segments)
+
+
+def minmax_video_scores(raw: ObjectScores, video: Video, config: ScoreConfig) -> VideoScores:
+    """The paper's scores: each task min-max normalised over this video, summed and normalised again."""
+    tasks = _scored_tasks(raw)
+    result = score_video(raw, tasks, video.num_frames, video.frame_size, config)
+    curves = {task: score_video(raw, (task,), video.num_frames, video.frame_size, config).frame_scores
+              for task in tasks}
+    return VideoScores(tasks, result.object_scores, result.frame_scores, curves)
+
+
+def write_frame_scores(path: Path, scores: VideoScores) -> None:
+    """``frame_scores.csv``: frame, score, its alert segment (calibrated scores) and each task's score."""
+    calibrated = scores.calibration is not None
+    segment = scores.frame_segment()
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["frame", "score", *(["alert_segment"] if calibrated else []), *scores.task_curves])
+        for f in range(len(scores.frames)):
+            writer.writerow([f, f"{scores.frames[f]:.6f}", *([segment[f]] if calibrated else []),
+                             *(f"{curve[f]:.6f}" for curve in scores.task_curves.values())])
+
+
+def write_object_scores(path: Path, raw: ObjectScores, scores: VideoScores) -> None:
+    """``objects.csv``: each object's frame, box and score (over the threshold? in which alert segment?), the
+    sum of its raw task scores and each raw task score."""
+    calibrated = scores.calibration is not None
+    segment = scores.frame_segment()
+    raw_sum = np.sum([raw.tasks[t] for t in scores.tasks], axis=0) if len(raw.frame) else np.zeros(0)
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["frame", "x1", "y1", "x2", "y2", "score", *(["over_threshold", "alert_segment"]
+                                                                       if calibrated else []), "sum_raw", *scores.tasks])
+        for i in range(len(raw.frame)):
+            alert = [int(scores.objects[i] >= scores.threshold), segment[int(raw.frame[i])]] if calibrated else []
+            writer.writerow([int(raw.frame[i]), *(f"{v:.1f}" for v in raw.boxes[i]), f"{scores.objects[i]:.6f}",
+                             *alert, f"{raw_sum[i]:.6f}", *(f"{raw.tasks[t][i]:.6f}" for t in scores.tasks)])
+
+
+def plot_scores(path: Path, name: str, scores: VideoScores) -> None:
+    """``scores.png``: the frame scores over time, each task's curve, and the threshold of calibrated scores."""
+    calibrated = scores.calibration is not None
+    kind = "calibrated score (fraction of normal objects)" if calibrated else "per-video min-max score"
+    figure = viz.plot_score_curve(scores.frames, task_curves=scores.task_curves, title=f"{name}: {kind}",
+                                  threshold=scores.threshold, yscale="logit" if calibrated else "linear")
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def write_annotated_video(path: Path, video: Video, frames: np.ndarray, raw: ObjectScores,
+                          scores: VideoScores) -> Path:
+    """The annotated video: every object's box coloured by its score, and the frame-score curve."""
+    boxes_per_frame = [raw.boxes[raw.frame == f] for f in range(video.num_frames)]
+    scores_per_frame = [scores.objects[raw.frame == f] for f in range(video.num_frames)]
+    rgb = (frames[f] if frames.shape[-1] == 3 else np.repeat(frames[f], 3, axis=2) for f in range(video.num_frames))
+    return viz.write_annotated_video(rgb, boxes_per_frame, scores_per_frame, scores.frames, path,
+                                     fps=getattr(video.source, "fps", 10.0), threshold=scores.threshold)

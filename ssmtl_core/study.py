@@ -30,33 +30,14 @@ from . import settings
 from .config import ARCHITECTURES
 from .errors import SSMTLError
 from .io import machine_info, read_json, write_json
+from .study_task import REPO, open_or_generate, repo_path, run_name
 
-REPO = Path(__file__).resolve().parents[1]
 #: The settings (ssmtl_core/settings.py) ./run_all.sh takes as flags.
 RUNNER_SETTINGS = ("PROFILE", "DATA_ROOT", "DETECTOR", "DETECTOR_WEIGHTS", "EPOCHS", "ARCHS", "REPORTS_DIR",
                    "RUNS_DIR", "CACHE_DIR", "DEVICE", "PRECISION", "PROCS")
 #: The runner flags handed to every notebook that declares them (the others steer the runner itself).
 NOTEBOOK_FLAGS = ("DATA_ROOT", "DETECTOR", "DETECTOR_WEIGHTS", "CACHE_DIR", "DEVICE", "PRECISION", "EPOCHS")
 MAX_NOTEBOOK_BYTES = 1_000_000
-
-
-def repo_path(path: str | Path) -> Path:
-    """A path from a notebook parameter: relative paths are relative to the repository root, so notebooks
-    opened from ``notebooks/`` in JupyterLab and run by papermill from the root see the same folders."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO / path
-
-
-def open_or_generate(profile: str, data_root: str | Path, synth_size: str = "default", synth_seed: int = 0):
-    """Open the dataset of ``profile`` at ``data_root``; the synthetic one is generated there when missing."""
-    from .data import open_dataset
-
-    root = repo_path(data_root)
-    if profile == "synthetic" and not (root / "dataset.json").is_file():
-        from .data.synthetic import generate_synthetic
-
-        generate_synthetic(root, size=synth_size, seed=synth_seed)
-    return open_dataset(profile, root)
 
 
 #: The architecture of the seed study is chosen when the study reaches it: the one whose training (seed 0)
@@ -80,11 +61,6 @@ class Step:
         if not self.arch:
             return self.notebook
         return f"{self.notebook}/{run_name(self.arch, self.seed)}"
-
-
-def run_name(arch: str, seed: int = 0) -> str:
-    """The folder name of an architecture's run (and report) with a seed: ``deep_wide``, ``deep_wide-seed1``."""
-    return arch if not seed else f"{arch}-seed{seed}"
 
 
 def plan(archs: list[str], seeds: list[int] | None = None, seed_arch: str = LOWEST_VAL_LOSS) -> list[Step]:

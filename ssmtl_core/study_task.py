@@ -4,8 +4,11 @@ Notebooks 01-04 each train the 3D CNN on one proxy task alone and score the test
 trains all four tasks together; 00-08 all start from the same parameters. The steps they have in common live
 here, so that each notebook keeps only its own prose, its sample pictures and its figures:
 
+* :func:`repo_path`, :func:`open_or_generate` and :func:`run_name` - where a parameter's path lies, the dataset
+  (the synthetic one generated when missing) and a run's folder name, shared with the runner
+  (:mod:`ssmtl_core.study`, which imports them from here);
 * :func:`setup` - notebook parameters -> profile (through the one table of :mod:`ssmtl_core.settings`),
-  dataset (the synthetic one is generated when missing), output, cache and runs folders;
+  dataset, output, cache and runs folders;
 * :func:`prepare_data`, :func:`train_run` and :func:`trained_model` - the only place the notebooks call
   training and read its checkpoints;
 * :func:`score_task` - a trained run's frame metrics (``evaluate_run``), every test object's score for one
@@ -32,12 +35,43 @@ from . import report, settings
 from .config import Profile, load_profile
 from .errors import SettingError, SSMTLError
 from .io import read_json
-from .study import open_or_generate, repo_path
 
 if TYPE_CHECKING:
     from .data.layouts import Dataset
     from .score import ObjectScores
     from .training_data import TrainingData
+
+
+# -- paths and names the notebooks share with the runner (ssmtl_core.study) --------------------------------
+
+
+#: The repository root: relative paths of notebook parameters start here.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_path(path: str | Path) -> Path:
+    """A path from a notebook parameter: relative paths are relative to the repository root, so notebooks
+    opened from ``notebooks/`` in JupyterLab and run by papermill from the root see the same folders."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO / path
+
+
+def open_or_generate(profile: str, data_root: str | Path, synth_size: str = "default", synth_seed: int = 0):
+    """Open the dataset of ``profile`` at ``data_root``; the synthetic one is generated there when missing."""
+    from .data import open_dataset  # cv2: the runner imports this module for its paths alone
+
+    root = repo_path(data_root)
+    if profile == "synthetic" and not (root / "dataset.json").is_file():
+        from .data.synthetic import generate_synthetic  # cv2, as above
+
+        generate_synthetic(root, size=synth_size, seed=synth_seed)
+    return open_dataset(profile, root)
+
+
+def run_name(arch: str, seed: int = 0) -> str:
+    """The folder name of an architecture's run (and report) with a seed: ``deep_wide``, ``deep_wide-seed1``."""
+    return arch if not seed else f"{arch}-seed{seed}"
+
 
 @dataclass
 class NotebookSetup:

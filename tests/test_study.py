@@ -9,7 +9,8 @@ import pytest
 
 from ssmtl_core import report
 from ssmtl_core.io import write_json
-from ssmtl_core.study import LOWEST_VAL_LOSS, plan, resolve_seed_arch, run_name, step_parameters
+from ssmtl_core.study import LOWEST_VAL_LOSS, plan, resolve_seed_arch, step_parameters
+from ssmtl_core.study_task import run_name
 
 
 def test_plan_without_seeds_is_the_usual_study():
