@@ -125,11 +125,19 @@ class NotebookSetup:
     def device(self) -> str:
         return self.parameters.get("DEVICE", "auto")
 
+    @property
+    def reports_dir(self) -> Path:
+        """``REPORTS_DIR``: the reports of a whole study (``./run_all.sh``), which notebooks 07 and 08 read."""
+        return repo_path(self.parameters["REPORTS_DIR"])
+
     def run_dir(self, name: str) -> Path:
-        """A training run's folder under ``RUNS_DIR``: ``name``, followed by the notebook's ``OVERRIDES``
-        (:func:`overrides_tag`), so that a run with other settings (an exercise's) never lands in the default
-        run's folder, where training would refuse to resume it."""
-        return repo_path(self.parameters["RUNS_DIR"]) / (name + overrides_tag(self.parameters.get("OVERRIDES")))
+        """A training run's folder under ``RUNS_DIR``: ``name``, then ``-seed<k>`` for a ``SEED`` other than 0
+        (:func:`run_name`, as the runner names the seed study's runs), then the notebook's
+        ``OVERRIDES`` (:func:`overrides_tag`). A run with other settings (an exercise's) so never lands in the
+        default run's folder, where training would refuse to resume it."""
+        seed = int(self.parameters.get("SEED") or 0)
+        return repo_path(self.parameters["RUNS_DIR"]) / (run_name(name, seed)
+                                                         + overrides_tag(self.parameters.get("OVERRIDES")))
 
 
 def overrides_tag(overrides: Mapping[str, Any] | None) -> str:

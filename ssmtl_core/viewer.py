@@ -40,6 +40,7 @@ from .score import ObjectScores, anomaly_map, combine_tasks, frame_scores_from_g
 HOT_CMAP = "turbo"  # object boxes, as in the annotated videos: blue (normal) to dark red (anomalous)
 HEADER = 18  # pixels of the caption bar above each panel
 TASK_PANEL_WIDTH = 220
+GAP = 6  # pixels between panels
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -254,7 +255,8 @@ def render(sv: ScoredVideo, index: int, selected: int | None = None, width: int 
     title = "no object" if selected is None else f"object {list(rows).index(selected) + 1} of {len(rows)}: " \
                                                   f"score {sv.scores[selected]:.3f}"
     panels.append(_caption(task_panel(sv, selected, scored.shape[0]), title))
-    top = np.hstack(panels)
+    gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)  # white between panels: two frames side by side
+    top = np.hstack([part for panel in panels for part in (panel, gap)][:-1])  # never read as one wide scene
     strip = sv.strip(top.shape[1], max(60, scored.shape[0] // 3)).render(index, whole=True)
     return np.vstack([top, strip])
 
@@ -295,7 +297,8 @@ def explore(videos: Sequence[ScoredVideo], width: int = 480):
                                            for i, v in enumerate(videos)], value=start, description="video")
     frame = widgets.IntSlider(min=0, max=videos[start].num_frames - 1, value=videos[start].peak_frame(),
                               description="frame", continuous_update=True, layout=widgets.Layout(width="60%"))
-    play = widgets.Play(min=0, max=frame.max, interval=120, description="play")
+    # jslink copies the player's value to the slider when the page draws them: both start at the same frame
+    play = widgets.Play(min=0, max=frame.max, value=frame.value, interval=120, description="play")
     widgets.jslink((play, "value"), (frame, "value"))
     object_pick = widgets.Dropdown(description="object", layout=widgets.Layout(width="220px"))
     peak = widgets.Button(description="peak frame", tooltip="jump to the frame with the highest score")
@@ -318,7 +321,7 @@ def explore(videos: Sequence[ScoredVideo], width: int = 480):
         sv = videos[video_pick.value]
         held[0] += 1
         frame.max = play.max = sv.num_frames - 1
-        frame.value = sv.peak_frame()
+        frame.value = play.value = sv.peak_frame()
         held[0] -= 1
         frame_changed()
 

@@ -72,7 +72,8 @@ def test_one_parameters_cell_of_literals(path):
         assert "=" not in line.split("#", 1)[1], f"{path.name}: papermill cannot parse '=' in a comment: {line!r}"
     for node in ast.parse(source).body:
         assert isinstance(node, ast.Assign), f"{path.name}: only assignments in the parameters cell"
-        assert isinstance(node.value, ast.Constant), f"{path.name}: {ast.unparse(node)} is not a literal"
+        assert isinstance(node.value, (ast.Constant, ast.Dict)), f"{path.name}: {ast.unparse(node)} is not a literal"
+        ast.literal_eval(node.value)  # a dict (OVERRIDES) of literals only
         assert node.targets[0].id.isupper()
     # a title and an imports cell come before the parameters
     assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
@@ -98,26 +99,37 @@ def test_no_stumbles(path):
 
 def _parameters(path):
     cell = next(c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", []))
-    return {node.targets[0].id: node.value.value for node in ast.parse("".join(cell["source"])).body}
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_defaults_are_the_synthetic_study(path):
-    """Opened directly, a notebook does what ./run_all.sh does on the synthetic profile (for shallow_narrow),
-    writes where run_all.sh writes, and so reuses its runs instead of clashing with them."""
+    """Opened directly, a notebook does what ./run_all.sh does on the synthetic profile (for shallow_narrow) and
+    so reuses its runs instead of clashing with them; only its figures go elsewhere (the next test)."""
     from ssmtl_core import study
 
     params = study.load_params("synthetic")
     arch = "shallow_narrow" if path.stem in ("05_train_architecture", "06_evaluate") else None
     step = study.Step(path.stem, arch)
     expected = study.step_parameters(step, params, ROOT / "reports" / "synthetic", {})
-    expected["OUT_DIR"] = f"reports/synthetic/{step.name}"
+    del expected["OUT_DIR"]
     if "REPORTS_DIR" in expected:
         expected["REPORTS_DIR"] = "reports/synthetic"
     defaults = _parameters(path)
     for name, value in defaults.items():
         if name in expected:
             assert value == expected[name], f"{path.stem}: {name} = {value!r}, params/synthetic.yaml: {expected[name]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_interactive_runs_write_to_a_scratch_folder(path):
+    """A notebook run by hand writes outside reports/, in a folder git ignores: the committed reports change only
+    through ./run_all.sh, which passes each notebook its report folder."""
+    out = _parameters(path)["OUT_DIR"]
+    assert out == f"runs/notebooks/{path.stem}", out
+    assert not (ROOT / out).resolve().is_relative_to((ROOT / "reports").resolve())
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{out}/metrics.json"], cwd=ROOT)
+    assert ignored.returncode == 0, f"{out} is not ignored by git"
 
 
 def test_notebooks_are_ruff_clean():
@@ -223,6 +235,88 @@ def test_quick_study_rerun_skips_unchanged_steps(quick_study, capsys):
     assert study.main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("[skip]") == 11 and "[run]" not in out  # nine notebooks, and the seed study's 05 and 06
+
+
+# -- the exercises: each change an exercise asks for, run once ----------------------------------------------------
+
+
+def exercise_changes(path: Path) -> list[dict]:
+    """The parameter changes the Exercises cell of a notebook asks for: every code span ``NAME = literal``. Spans
+    of one exercise that set different parameters go together (``PROFILE`` and ``REPORTS_DIR``); two values of
+    the same parameter are two runs (``max_gap`` 2, then 5)."""
+    cells = [c for c in _cells(path) if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("## Exercises")]
+    if not cells:
+        return []
+    changes = []
+    for item in re.split(r"\n\d+\. ", "".join(cells[0]["source"]))[1:]:
+        runs: list[dict] = []
+        for name, value in re.findall(r"`([A-Z][A-Z_]*) = ([^`]+)`", item):
+            value = ast.literal_eval(value)
+            target = next((r for r in runs if name not in r), None)
+            if any(r.get(name) == value for r in runs):
+                continue
+            if target is None:
+                runs.append(target := {})
+            target[name] = value
+        changes += runs
+    return changes
+
+
+EXERCISES = [(path, change) for path in NOTEBOOKS for change in exercise_changes(path)]
+
+
+def test_every_notebook_has_exercises_and_ends_with_a_summary():
+    for path in NOTEBOOKS:
+        cells = _cells(path)
+        assert any("".join(c["source"]).startswith("## Exercises") for c in cells), path.stem
+        assert "".join(cells[-1]["source"]).startswith("## Summary"), f"{path.stem} does not end with a summary"
+    for stem in EXPECTED[:6]:  # 00-05: the exercises that change a setting are run below
+        assert any(p.stem == stem for p, _ in EXERCISES), f"{stem}: no exercise changes a parameter"
+    for path, change in EXERCISES:
+        assert set(change) <= set(_parameters(path)), f"{path.stem}: an exercise sets a parameter it lacks: {change}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path, change", EXERCISES,
+                         ids=[f"{p.stem[:2]}-{','.join(f'{k}={v}' for k, v in c.items())}" for p, c in EXERCISES])
+def test_exercise_runs(quick_study, tmp_path, path, change):
+    """The change an exercise asks for, made the one way a student makes it (a parameter, then Run All), runs
+    top to bottom on the quick study's data and runs, and reaches the model: a run that trains does so in a
+    folder of its own, with the changed setting in its recorded profile."""
+    import papermill as pm
+
+    from ssmtl_core import study
+    from ssmtl_core.config import load_profile
+    from ssmtl_core.settings import profile_overrides
+    from ssmtl_core.study_task import overrides_tag
+
+    _, reports = quick_study
+    base = reports.parent
+    arch = "shallow_narrow" if path.stem in ("05_train_architecture", "06_evaluate") else None
+    flags = {"RUNS_DIR": str(base / "runs"), "CACHE_DIR": str(base / "cache"), "DATA_ROOT": str(base / "data"),
+             "DEVICE": "cpu", "PRECISION": "fp32"}
+    values = study.step_parameters(study.Step(path.stem, arch), study.load_params("synthetic", quick=True), reports,
+                                   flags)
+    values.update(change, OUT_DIR=str(tmp_path / "out"))
+    declared = _parameters(path)
+    pm.execute_notebook(str(path), str(tmp_path / path.name), cwd=str(ROOT), kernel_name="python3",
+                        parameters={k: v for k, v in values.items() if k in declared}, progress_bar=False)
+    assert (tmp_path / "out" / "metrics.json").is_file()
+    if "RUNS_DIR" not in declared or "EPOCHS" not in declared:
+        return  # it trains nothing
+    values = {**declared, **values}  # what the notebook ran with: its defaults, then what papermill passed
+    name = f"task_{_TASKS[path.stem]}_{values['ARCH']}" if path.stem in _TASKS else values["ARCH"]
+    run = base / "runs" / (study.run_name(name, values["SEED"]) + overrides_tag(values["OVERRIDES"]))
+    assert run.name != name or change.get("ARCH"), "an exercise's run must not reuse the default run's folder"
+    recorded = json.loads((run / "run.json").read_text())["settings"]["profile"]
+    expected = load_profile("synthetic", overrides=profile_overrides({k: v for k, v in change.items()}))
+    for field in profile_overrides(change):
+        section, key = field.split(".")
+        assert recorded[section][key] == json.loads(json.dumps(getattr(getattr(expected, section), key))), field
+
+
+_TASKS = {"01_arrow_of_time": "aot", "02_motion_irregularity": "irr", "03_middle_box_prediction": "mid",
+          "04_knowledge_distillation": "kd"}
 
 
 if __name__ == "__main__":  # print the pinned values of a quick study: python tests/test_notebooks.py REPORTS

@@ -22,6 +22,8 @@ def test_overrides_reach_the_profile_and_name_the_run(tmp_path):
     assert default.profile.sample.temporal_half == 3 and changed.profile.sample.temporal_half == 1
     assert default.run_dir("task_aot_shallow_narrow").name == "task_aot_shallow_narrow"
     assert changed.run_dir("task_aot_shallow_narrow").name == "task_aot_shallow_narrow-temporal_half=1"
+    seed = study_task.setup("01_arrow_of_time", _namespace(tmp_path, SEED=2, OVERRIDES={"sample.max_gap": 2}))
+    assert seed.run_dir("task_aot_shallow_narrow").name == "task_aot_shallow_narrow-seed2-max_gap=2"
     assert default.profile.detect.detector == "motion", "an empty DETECTOR keeps the profile's detector"
     assert study_task.setup("00", _namespace(tmp_path, DETECTOR="yolo")).profile.detect.detector == "yolo"
 

@@ -84,8 +84,9 @@ def test_top_object_is_drawn_in_the_hot_colour(scored):
 def test_render_has_truth_tasks_and_a_cursor(scored):
     picture = viewer.render(scored, 5, width=2 * W)
     frame_h = 2 * H
-    assert picture.shape[1] == 2 * (2 * W) + viewer.TASK_PANEL_WIDTH, "frame, ground truth and task bars"
-    truth = picture[viewer.HEADER:viewer.HEADER + frame_h, 2 * W:4 * W]
+    assert picture.shape[1] == 2 * (2 * W) + viewer.TASK_PANEL_WIDTH + 2 * viewer.GAP, "frame, truth, task bars"
+    left = 2 * W + viewer.GAP
+    truth = picture[viewer.HEADER:viewer.HEADER + frame_h, left:left + 2 * W]
     red = (truth == np.array(viewer._rgb(viz.GT_COLOR))).all(axis=2)
     assert red[:, 75:85].any() and red[60:80].any(), "the mask outline (x 80-120, y 60-100 at 2x) is drawn"
     assert not red[:, :70].any()
@@ -94,10 +95,11 @@ def test_render_has_truth_tasks_and_a_cursor(scored):
     assert cursor.any(), "the frame-score curve has its cursor"
     before = viewer.render(scored, 1, width=2 * W)
     assert not np.array_equal(before, picture)
-    # picking the lower object changes the task bars, not the frame
+    # picking the lower object draws its task bars (and moves the white outline to it)
     low = scored.objects_in(5)[1]
     other = viewer.render(scored, 5, selected=int(low), width=2 * W)
-    assert not np.array_equal(other[:, 4 * W:], picture[:, 4 * W:])
+    bars = left + 2 * W + viewer.GAP
+    assert not np.array_equal(other[:, bars:], picture[:, bars:]), "its task bars are drawn"
     png = viewer.to_png(picture)
     assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape[:2] == picture.shape[:2]
 
@@ -129,7 +131,7 @@ def test_score_video_folder(tmp_path):
     assert scored.num_frames == T and scored.threshold == 0.95 and scored.kind == "calibrated"
     assert scored.labels is None
     picture = viewer.render(scored, 5, width=W)
-    assert picture.shape[1] == W + viewer.TASK_PANEL_WIDTH, "no ground truth: no truth panel"
+    assert picture.shape[1] == W + viewer.GAP + viewer.TASK_PANEL_WIDTH, "no ground truth: no truth panel"
     (out / "summary.json").write_text(json.dumps(summary | {"video": str(tmp_path / "gone.mp4")}))
     with pytest.raises(SSMTLError, match="video=..."):
         viewer.from_score_video(out)
@@ -142,9 +144,9 @@ def test_widget_follows_the_controls(scored):
     second = viewer.from_object_scores([TinyVideo()], [_objects()], CONFIG, ("aot",))[0]
     second.name = "08"
     box = viewer.explore([scored, second], width=W)
-    (video_pick, object_pick, _peak), (_play, frame), image = (box.children[0].children, box.children[1].children,
-                                                                box.children[2])
-    assert frame.value == scored.peak_frame() and image.value
+    (video_pick, object_pick, _peak), (play, frame), image = (box.children[0].children, box.children[1].children,
+                                                               box.children[2])
+    assert frame.value == play.value == scored.peak_frame() and image.value, "the player starts where the slider does"
     assert object_pick.value == int(scored.objects_in(frame.value)[0]), "the top object by default"
     first = image.value
     frame.value = 1
