@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from tqdm import tqdm
+
 from . import settings
 from .config import load_profile
 from .errors import SSMTLError
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from .data import open_dataset
 
     dataset = open_dataset(args.dataset, args.root)
@@ -145,6 +148,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from .data.download import download_dataset
 
     root = download_dataset(args.dataset, args.root)
@@ -153,6 +157,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from .data.synthetic import generate_synthetic
 
     root = generate_synthetic(args.out, size=args.size, seed=args.seed)
@@ -161,6 +166,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from .data import open_dataset
     from .detect import detect_dataset
 
@@ -173,6 +179,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                            device=args.device, shard=shard)
     print(f"detections cached in {cache.folder}")
     if args.teacher not in (None, "none"):
+        # a command imports its own stage (torch & co.): --help stays quick
         from .teachers import fill_teacher_cache
 
         teacher = fill_teacher_cache(args.cache, dataset, cache, profile.train, splits=splits, videos=videos,
@@ -196,6 +203,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _cmd_model(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from .model import SSMTLModel, layer_table
 
     if args.crop_size < 8 or args.kd_dim < 0:
@@ -216,6 +224,7 @@ def _cmd_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from . import distributed
     from .data import open_dataset
     from .train import train
@@ -241,6 +250,7 @@ def _silent(*_args, **_kwargs) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from .evaluate import evaluate_run
 
     score = {"inference_precision": args.score_precision} if args.score_precision else None
@@ -250,6 +260,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from .runs import calibrate_run
 
     summary = calibrate_run(args.run, root=args.root, cache_root=args.cache, device=args.device, force=args.force)
@@ -258,6 +269,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_score_video(args: argparse.Namespace) -> int:
+    # a command imports its own stage (torch & co.): --help stays quick
     from .apply import score_video_file
 
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
@@ -311,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(message: str, status: int) -> int:
     """Print ``error: message`` as the last line, on a line of its own, and return ``status``."""
-    from tqdm import tqdm
-
     for bar in list(getattr(tqdm, "_instances", ())):  # progress bars the error interrupted: end their lines
         with contextlib.suppress(Exception):
             bar.close()

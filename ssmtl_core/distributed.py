@@ -52,10 +52,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import pick_device
 from .errors import SSMTLError
+from .io import read_json
 
 #: Seeds of different ranks' dropout draws are this far apart (rank 0 keeps the one-process seeds).
 RANK_SEED_STRIDE = 1_000_000_007
@@ -131,8 +134,6 @@ class World:
         """``values`` added over the ranks (float64), the same list on every rank."""
         if self.size == 1:
             return list(values)
-        import torch.distributed as dist
-
         total = torch.tensor(list(values), dtype=torch.float64, device=self.collective)
         dist.all_reduce(total)
         return total.tolist()
@@ -141,8 +142,6 @@ class World:
         """Rank 0's ``value`` (any picklable object) on every rank."""
         if self.size == 1:
             return value
-        import torch.distributed as dist
-
         box = [value]
         dist.broadcast_object_list(box, src=0, device=torch.device(self.collective))
         return box[0]
@@ -151,8 +150,6 @@ class World:
         """Rank 0's BatchNorm running statistics on every rank."""
         if self.size == 1:
             return
-        import torch.distributed as dist
-
         for buffer in model.buffers():
             dist.broadcast(buffer.data, src=0)
 
@@ -160,8 +157,6 @@ class World:
         """Raise when the ranks' weights differ (they never should: every rank takes the same averaged steps)."""
         if self.size == 1:
             return
-        import torch.distributed as dist
-
         with torch.no_grad():
             mine = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
         low, high = mine.clone(), mine.clone()
@@ -183,8 +178,6 @@ class World:
         """
         if self.size == 1:
             return None
-        from torch.nn.parallel import DistributedDataParallel
-
         return DistributedDataParallel(_Losses(model, losses), device_ids=None, find_unused_parameters=True)
 
 
@@ -209,8 +202,6 @@ def join(device: str = "auto") -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
-    import torch.distributed as dist
-
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = pick_device(device).type == "cuda"
     if not dist.is_initialized():
@@ -223,8 +214,6 @@ def join(device: str = "auto") -> World:
 
 def leave() -> None:
     """End this process's part in the process group (nothing outside torchrun)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -239,8 +228,6 @@ def main_first(world: World, hours: float = 24.0):
     if world.size == 1:
         yield
         return
-    import torch.distributed as dist
-
     waiting = dist.new_group(backend="gloo", timeout=dt.timedelta(hours=hours))
     if not world.main:
         dist.barrier(group=waiting)
@@ -306,8 +293,6 @@ def train_in_processes(profile, dataset_root: str | Path, cache_root: str | Path
     The whole profile travels as a settings file (``out_dir/launch_settings.yaml``), so the processes train
     exactly what a one-process call of :func:`ssmtl_core.train.train` with ``profile`` would.
     """
-    from .io import read_json
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings_file = out / "launch_settings.yaml"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import importlib.metadata as md
 import json
 import os
 import platform
@@ -172,7 +173,7 @@ class Claim:
         Raises:
             SSMTLError: the folder cannot be written (read-only cache, full disk).
         """
-        import fcntl
+        import fcntl  # POSIX only: imported where a claim is taken
 
         if self._fd is not None:
             return True
@@ -289,8 +290,6 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that decide the numbers, for provenance JSON."""
-    import importlib.metadata as md
-
     versions = {"python": platform.python_version()}
     for name in ("ssmtl-study", "torch", "torchvision", "numpy", "opencv-python-headless", "scikit-learn",
                  "scipy", "ultralytics", "openvino"):
@@ -317,7 +316,7 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {"cpu": cpu, "cpu_flags": [f for f in wanted if f in flags], "cores": os.cpu_count(),
                             "platform": platform.platform()}
     with contextlib.suppress(Exception):
-        import torch
+        import torch  # heavy, and every module imports this one: only for the GPU's name
 
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)

@@ -7,13 +7,14 @@ paper-style tables next to the authors' numbers (``docs/method.md``, "Reference 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .io import package_versions, read_json, write_json
+from .io import atomic_path, package_versions, read_json, write_json
 
 #: The authors' object-level results (micro AUC, macro AUC, RBDC, TBDC), ``docs/method.md`` "Reference numbers", as fractions.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
@@ -189,10 +190,6 @@ def markdown_ablation_table(rows: list[dict], archs: list[str]) -> str:
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:
     """Rows of dicts to CSV (union of keys as columns)."""
-    import csv
-
-    from .io import atomic_path
-
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]

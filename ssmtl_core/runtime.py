@@ -16,6 +16,7 @@ caller gives (the scorer uses training objects only). The precision actually use
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -29,7 +30,7 @@ def openvino_available() -> bool:
     if os.environ.get("SSMTL_NO_OPENVINO"):
         return False
     try:
-        import openvino  # noqa: F401
+        import openvino  # noqa: F401  (optional: the PyTorch path runs without it)
     except ImportError:
         return False
     return True
@@ -49,7 +50,7 @@ class CompiledModule:
 
     def __init__(self, module: nn.Module, example: torch.Tensor, micro_batch: int = 32, precision: str = "auto",
                  calibration: list[np.ndarray] | None = None):
-        import openvino as ov
+        import openvino as ov  # optional: only a compiled module needs it
 
         shape = [-1, *example.shape[1:]]
         with warnings.catch_warnings():
@@ -85,11 +86,9 @@ def quantize_int8(model, calibration: list[np.ndarray] | None):
     if not calibration:
         raise ValueError("int8 quantization needs calibration inputs (a few hundred training objects)")
     try:
-        import nncf
+        import nncf  # optional: only int8 scoring needs it
     except ImportError:
         raise ImportError("int8 scoring needs the nncf package: pip install nncf") from None
-    import logging
-
     logging.getLogger("nncf").setLevel(logging.ERROR)
     samples = sum(len(batch) for batch in calibration)
     return nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),

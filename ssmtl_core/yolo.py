@@ -39,6 +39,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from .config import DetectConfig
@@ -204,7 +205,7 @@ def decode_heads(heads: list[np.ndarray], input_shape: tuple[int, int]) -> np.nd
 def class_wise_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
                    max_boxes: int = MAX_BOXES) -> np.ndarray:
     """Indices of the boxes kept by non-maximum suppression within each class, best first."""
-    import torch
+    import torch  # the NumPy detector loads torch only for its NMS
     from torchvision.ops import batched_nms
 
     if not len(boxes):
@@ -257,7 +258,7 @@ def head_outputs(model) -> list:
     Sigmoid(Concat(Reshape(cls_i))))``; there each scale's 64 box and C class channels are joined here, so
     both give the same heads. Any other structure fails with a clear message.
     """
-    import openvino.opset13 as ops
+    import openvino.opset13 as ops  # optional: only exported folders need it
 
     concat = _source(model.output(0).get_node()).get_node()
     inputs = [_source(concat, i).get_node() for i in range(concat.get_input_size())]
@@ -285,7 +286,7 @@ def head_outputs(model) -> list:
 
 def cut_before_decoding(model):
     """A new ``ov.Model`` on the same input whose outputs are the three detection heads (no decoding tail)."""
-    import openvino as ov
+    import openvino as ov  # optional: only exported folders need it
 
     return ov.Model(head_outputs(model), model.get_parameters(), "yolo_heads")
 
@@ -301,7 +302,7 @@ def free_spatial_reshapes(model, reference: tuple[int, int], input_shape: tuple[
     Returns:
         The names of the rewritten Reshape nodes.
     """
-    import openvino.opset13 as ops
+    import openvino.opset13 as ops  # optional: only exported folders need it
 
     changed = []
     for node in model.get_ordered_ops():
@@ -341,8 +342,7 @@ class OpenVinoBackend:
     """
 
     def __init__(self, folder: Path, properties: dict | None = None):
-        import openvino as ov
-        import yaml
+        import openvino as ov  # optional: only exported folders need it
 
         xml = next(iter(sorted(folder.glob("*.xml"))), None)
         if xml is None:
@@ -364,7 +364,7 @@ class OpenVinoBackend:
 
     def _compile(self, model):
         """``model`` compiled for the CPU, behind a queue of its optimal number of infer requests."""
-        import openvino as ov
+        import openvino as ov  # optional: only exported folders need it
 
         compiled = self.core.compile_model(model, "CPU", self.properties)
         return ov.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -379,7 +379,7 @@ class OpenVinoBackend:
         return self._queues[key]
 
     def _heads_graph(self, input_shape: tuple[int, int]):
-        import openvino as ov
+        import openvino as ov  # optional: only exported folders need it
 
         key = ("heads", input_shape)
         if key not in self._queues:
@@ -438,7 +438,7 @@ class TorchBackend:
     """
 
     def __init__(self, weights: str, device: str = "cpu"):
-        import torch
+        import torch  # .pt weights alone need torch and ultralytics
         from ultralytics import YOLO
 
         yolo = YOLO(weights, task="detect")
@@ -452,7 +452,7 @@ class TorchBackend:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """The raw output (B, 4 + C, N) for a float32 batch (B, 3, H, W) in [0, 1] (any multiple of 32)."""
-        import torch
+        import torch  # as in __init__
 
         with torch.inference_mode():
             out = self.model(torch.from_numpy(batch).to(self.device))

@@ -21,6 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -204,8 +205,6 @@ class TiledFrames:
 
 
 def _decode(data: np.ndarray, channels: int) -> np.ndarray:
-    import cv2
-
     tile = cv2.imdecode(np.asarray(data), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if tile is None:
         raise SSMTLError("a tile of the frame store does not decode: the cache file is damaged; delete it.")
@@ -213,8 +212,6 @@ def _decode(data: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _encode(tile: np.ndarray) -> bytes:
-    import cv2
-
     image = tile[..., 0] if tile.shape[-1] == 1 else cv2.cvtColor(np.ascontiguousarray(tile), cv2.COLOR_RGB2BGR)
     ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:

@@ -619,7 +619,7 @@ def _split_labels(concatenated: np.ndarray, videos: list[Video], source: Path) -
 
 
 def _read_synthetic_tracks(path: Path, videos: list[Video]):
-    from ..metrics import Tracks
+    from ..metrics import Tracks  # sklearn (metrics): only track files need it
 
     index = {v.name: i for i, v in enumerate(videos)}
     rows = []
@@ -634,7 +634,7 @@ def _read_synthetic_tracks(path: Path, videos: list[Video]):
 
 def _read_track_folder(folder: Path, videos: list[Video]):
     """ShanghaiTech-style track files, one per test video: ``track_id, frame_id, x_min, y_min, x_max, y_max``."""
-    from ..metrics import Tracks, read_track_file
+    from ..metrics import Tracks, read_track_file  # sklearn (metrics): only track files need it
 
     parts = []
     for i, video in enumerate(videos):
@@ -768,7 +768,7 @@ def _avenue_official(name: str, root: Path) -> Dataset:
 
 
 def _avenue_masks(path: Path) -> np.ndarray:
-    import scipy.io
+    import scipy.io  # only Avenue's .mat ground truth needs it
 
     if not path.is_file():
         raise SSMTLError(f"missing Avenue mask file {path}. Unpack ground_truth_demo.zip into the dataset root.")
