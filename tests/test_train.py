@@ -249,15 +249,36 @@ def test_precision_auto_times_both_where_bf16_is_native(setup, monkeypatch, tmp_
     assert "timed earlier" in again["precision_choice"]["reason"]
 
 
-def test_bf16_training_follows_fp32_closely(setup, baseline, tmp_path):
-    # bf16 autocast keeps float32 weights and losses; on tiny data its per-task losses stay within 10% (and
-    # 0.05 absolute) of the fp32 run's after two epochs, the same seed and the same draws.
-    profile = apply_overrides(setup["profile"], {"train.precision": "bf16"})
-    _train(setup, tmp_path / "bf16", profile=profile)
-    bf16, fp32 = read_json(tmp_path / "bf16" / "history.json"), baseline["history"]
-    for a, b in zip(bf16, fp32):
+def test_bf16_training_follows_fp32_closely(setup, tmp_path):
+    """bf16 autocast really runs (recorded, and the layers' outputs are bfloat16) and its per-task losses stay
+    within 10% of an fp32 run's with the same seed and draws (measured: at most 2.4% after two epochs).
+
+    Skipped where the CPU has no native bf16: there bf16 is emulated, slow, and ``auto`` never picks it.
+    """
+    from ssmtl_core.precision import native_bf16
+
+    if not native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 training is not used here")
+    seen: dict[str, set] = {"fp32": set(), "bf16": set()}
+    histories = {}
+    for precision in ("fp32", "bf16"):
+        def record(module, _inputs, output, precision=precision):
+            if module.training and isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+                seen[precision].add(output.dtype)
+
+        hook = torch.nn.modules.module.register_module_forward_hook(record)
+        try:
+            summary = _train(setup, tmp_path / precision,
+                             profile=apply_overrides(setup["profile"], {"train.precision": precision}))
+        finally:
+            hook.remove()
+        assert summary["precision"] == precision, summary["precision_choice"]  # bf16 with no pass sent back to fp32
+        assert read_json(tmp_path / precision / "run.json")["precision"] == precision
+        histories[precision] = read_json(tmp_path / precision / "history.json")
+    assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}, seen
+    for bf16, fp32 in zip(histories["bf16"], histories["fp32"], strict=True):
         for key in ("train_aot", "train_irr", "train_mid", "train_kd", "val_total"):
-            assert a[key] == pytest.approx(b[key], rel=0.10, abs=0.05), key
+            assert bf16[key] == pytest.approx(fp32[key], rel=0.10), (bf16["epoch"], key)
 
 
 def test_time_budget_stops_between_epochs(setup, tmp_path):
