@@ -20,9 +20,11 @@ here, so that each notebook keeps only its own prose, its sample pictures and it
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import report, settings
-from .config import Profile, load_profile
+from .config import TASKS, Profile, load_profile
 from .errors import SettingError, SSMTLError
 from .io import read_json
 
@@ -182,6 +184,7 @@ def setup(notebook: str, namespace: Mapping[str, Any], tasks: str | tuple[str, .
 def prepare_data(nb: NotebookSetup) -> TrainingData:
     """Detections, decoded frames, training objects, distillation targets and the 85/15 split of the training
     videos (cached; see :func:`ssmtl_core.training_data.prepare_training_data`)."""
+    # torch: imported where used, since the runner imports this module for its paths alone
     from .training_data import prepare_training_data
 
     return prepare_training_data(nb.dataset, nb.profile, nb.cache_root)
@@ -194,6 +197,7 @@ def train_run(nb: NotebookSetup, run_dir: Path, data: TrainingData) -> tuple[dic
     starts ``torchrun --nproc_per_node N -m ssmtl_core train`` with the notebook's whole profile and waits for
     it (:func:`ssmtl_core.distributed.train_in_processes`; the processes read the caches ``data`` came from).
     """
+    # torch: imported where used, since the runner imports this module for its paths alone
     from .distributed import requested_processes, train_in_processes
     from .train import train
 
@@ -207,6 +211,7 @@ def train_run(nb: NotebookSetup, run_dir: Path, data: TrainingData) -> tuple[dic
 
 def trained_model(run_dir: Path):
     """The best checkpoint of a training run as a model in evaluation mode, on the CPU."""
+    # torch: imported where used, since the runner imports this module for its paths alone
     from .checkpoint import load_checkpoint, model_from_checkpoint
 
     return model_from_checkpoint(load_checkpoint(Path(run_dir) / "best.pt"))
@@ -222,6 +227,7 @@ def require_run(run_dir: Path, notebook: str = "05_train_architecture") -> None:
 def example_batch(nb: NotebookSetup, data: TrainingData, count: int = 3):
     """A training batch of ``count`` objects spread over the training data, drawn as training draws them
     (forward or reversed, consecutive or intermittent, with probability 0.5 each), for the pictures."""
+    # torch: imported where used, since the runner imports this module for its paths alone
     from .samples import SequenceSampler
 
     seed = nb.profile.train.seed
@@ -263,8 +269,9 @@ class TaskScores:
 def score_task(nb: NotebookSetup, run_dir: Path, task: str) -> TaskScores:
     """Evaluate a trained run (frame AUCs, RBDC, TBDC into ``<out>/evaluation``) and collect one task's object
     scores with the object-level ground truth. Object scores are cached per video, so this scores once."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # heavy too
 
+    # torch: imported where used, since the runner imports this module for its paths alone
     from .evaluate import evaluate_run, object_labels
     from .runs import load_run, object_scores_for_run
 
@@ -289,6 +296,7 @@ def object_gallery(dataset: Dataset, objects: list[ObjectScores], values: np.nda
     Returns:
         crops, captions, and one record per crop (video, frame, score, abnormal), highest first.
     """
+    # torch: imported where used, since the runner imports this module for its paths alone
     from .samples import crop_object
 
     where = [(v, i) for v, s in enumerate(objects) for i in range(len(s.frame))]
@@ -324,11 +332,8 @@ def score_clip(video, run_dir: Path, profile: Profile, device: str = "auto") -> 
     """Score one clip of a dataset (its frame folder or video file) as ``ssmtl score-video`` does, with the run's
     best checkpoint; its outputs go to a temporary folder (the annotated video is not kept). The per-video
     min-max curve is computed from the same object scores (``objects.csv``), as ``--per-video-minmax`` would."""
-    import csv
-    import tempfile
-
+    # torch: imported where used, since the runner imports this module for its paths alone
     from .apply import score_video_file
-    from .config import TASKS
     from .score import ObjectScores, score_video
 
     with tempfile.TemporaryDirectory() as tmp:
