@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import train_synthetic
 
+from ssmtl_core import viewer
 from ssmtl_core.cli import main
 from ssmtl_core.config import load_profile
 
@@ -90,6 +91,11 @@ def test_score_video_writes_annotated_video_csv_and_plot(trained, tmp_path):
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == video.num_frames
     assert (out / "scores.png").stat().st_size > 1000 and (out / "objects.csv").is_file()
     _check_alerts(out, summary["calibration"]["threshold"])
+    # The result viewer opens the folder as a user would (ssmtl_core.viewer; no ground truth there).
+    scored = viewer.from_score_video(out)
+    np.testing.assert_allclose(scored.frame_scores, scores, atol=1e-6)
+    assert len(scored.frame) == summary["objects"] and scored.kind == "calibrated" and scored.labels is None
+    assert viewer.render(scored, scored.peak_frame()).shape[1] > video.frame_size[1]
     # A threshold inside the scores' range makes alerts for sure: they follow it too.
     given = float(np.clip(np.median(scores[scores > 0]), 0.01, 0.99))
     out = tmp_path / "scored_given"
