@@ -104,22 +104,27 @@ def frame_files(folder: Path) -> tuple[list[Path], list[Path], list[str]]:
             raise SSMTLError(f"{path} is a second copy of frame {match['frame']} (a repeated extraction or copy): "
                              "it would count as one more frame. Delete it, or re-extract the video into an empty "
                              "folder.")
-    numbers = [re.findall(r"\d+", p.stem) for p in frames]
+    # Two names for one frame: the same words and numbers, whatever the zero padding, case or extension.
+    keys = [tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.stem)) for p in frames]
+    seen: dict[tuple, Path] = {}
+    for path, key in zip(frames, keys):
+        if key in seen:
+            number = "/".join(str(t) for t in key if isinstance(t, int)) or path.stem
+            raise SSMTLError(f"{seen[key]} and {path} are both frame {number} of {folder}: one of them would "
+                             "count as one more frame. Keep one (or re-extract the video into an empty folder).")
+        seen[key] = path
+    # The frame number is the one number that changes from name to name (cam2_0001.jpg keeps its 2).
     warnings = []
-    if frames and all(numbers):
-        seen: dict[int, Path] = {}
-        for path, digits in zip(frames, numbers):
-            number = int(digits[-1])
-            if number in seen:
-                raise SSMTLError(f"{seen[number]} and {path} are both frame {number} of {folder}: one of them would "
-                                 "count as one more frame. Keep one (or re-extract the video into an empty "
-                                 "folder).")
-            seen[number] = path
-        missing = sorted(set(range(min(seen), max(seen) + 1)) - set(seen))
+    layouts = {tuple(isinstance(t, int) for t in key) for key in keys}
+    varying = [i for i, is_number in enumerate(next(iter(layouts))) if is_number and len({k[i] for k in keys}) > 1
+               ] if len(layouts) == 1 else []
+    if len(varying) == 1:
+        numbers = {key[varying[0]] for key in keys}
+        missing = sorted(set(range(min(numbers), max(numbers) + 1)) - numbers)
         if missing:
             shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-            warnings.append(f"{folder} has no frame number {shown} ({len(missing)} missing between {min(seen)} "
-                            f"and {max(seen)}): frames are taken in order, so each later frame takes the place "
+            warnings.append(f"{folder} has no frame number {shown} ({len(missing)} missing between {min(numbers)} "
+                            f"and {max(numbers)}): frames are taken in order, so each later frame takes the place "
                             "(and label) of the one before it. Restore the missing frames if the copy is "
                             "incomplete.")
     formats = sorted({_SAME_FORMAT.get(p.suffix.lower(), p.suffix.lower()) for p in frames})
