@@ -40,6 +40,9 @@ TEACHERS: tuple[str, ...] = ("efficientnet_lite0", "resnet50")
 DETECTORS: tuple[str, ...] = ("yolo", "motion", "yolo+motion")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 """The training precisions one may ask for (``train.precision``; :mod:`ssmtl_core.precision` chooses)."""
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+"""Learning-rate schedules (``train.schedule``; :mod:`ssmtl_core.schedule`): the paper's constant rate, or a
+warm-up and a cosine decay that ends with the run."""
 IMAGENET_CLASSES = 1000
 """The teacher's logits per object (the ImageNet-1k classes)."""
 
@@ -143,6 +146,9 @@ class TrainConfig:
         precision: ``auto`` (on CUDA bf16; on a CPU with native bf16 (AVX512-BF16 / AMX) time a few steps of
             fp32 and bf16 and keep the faster; fp32 elsewhere), ``fp32`` or ``bf16``.
         num_threads: CPU threads for torch (0 = torch's default).
+        schedule: learning rate over the run: ``constant`` (the paper's) or ``cosine`` (warm-up, then a decay
+            that ends with the run or its time budget; :mod:`ssmtl_core.schedule`).
+        warmup_epochs: length of the ``cosine`` schedule's warm-up, in epochs (at most 1).
     """
 
     arch: str = "shallow_narrow"
@@ -162,6 +168,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     num_threads: int = 0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.5
 
 
 @dataclass
@@ -403,6 +411,8 @@ def validate(profile: Profile) -> None:
         raise SSMTLError(f"unknown detector {profile.detect.detector!r}: choose {', '.join(DETECTORS)}.")
     if train.teacher not in (*TEACHERS, "none"):
         raise SSMTLError(f"unknown teacher {train.teacher!r}: choose {', '.join(TEACHERS)} or none.")
+    if train.schedule not in SCHEDULES:
+        _refuse("train.schedule", train.schedule, " or ".join(SCHEDULES))
     if train.precision not in PRECISIONS:
         _refuse("train.precision", train.precision, f"{', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if not isinstance(train.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", train.device):
@@ -436,7 +446,7 @@ _RANGES: tuple[tuple[str, float, float | None, bool], ...] = (
     ("train.epochs", 1, None, True), ("train.budget_minutes", 0.0, None, True), ("train.batch_size", 1, None, True),
     ("train.lr", 1e-12, None, True), ("train.kd_weight", 0.0, None, True), ("train.val_fraction", 0.0, 1.0, False),
     ("train.dropout", 0.0, 1.0, False), ("train.teacher_size", 32, None, True), ("train.seed", 0, None, True),
-    ("train.num_threads", 0, None, True),
+    ("train.num_threads", 0, None, True), ("train.warmup_epochs", 0.0, 1.0, True),
     ("score.block", 1, None, True), ("score.mean_filter", 0, None, True), ("score.gauss_taps", 0, None, True),
     ("score.gauss_sigma", 1e-6, None, True),
 )

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .config import ARCHITECTURES, DATASETS, DETECTORS, PRECISIONS, TASKS, TEACHERS, Profile
+from .config import ARCHITECTURES, DATASETS, DETECTORS, PRECISIONS, SCHEDULES, TASKS, TEACHERS, Profile
 from .errors import SettingError, SSMTLError
 
 
@@ -103,6 +103,9 @@ SETTINGS: tuple[Setting, ...] = (
             choices=PRECISIONS),
     Setting("BUDGET_MINUTES", "train.budget_minutes", ("--budget-minutes",),
             "CPU-time budget of training in minutes: whole epochs while they fit (0: none)"),
+    Setting("SCHEDULE", "train.schedule", ("--schedule",),
+            "learning rate over the run: constant (the paper's) or cosine (warm-up, decay ending with the run)",
+            choices=SCHEDULES),
     # steps 6-7: scoring
     Setting("SCORE_PRECISION", "score.inference_precision", ("--score-precision",),
             "precision of CPU inference (auto: bf16 where native; int8: quantized on training objects)",

@@ -44,6 +44,7 @@ from .model import SSMTLModel
 from .precision import FP32, Precision, choose_precision, training_step
 from .runs import store_validation_scores
 from .samples import Batch, SequenceSampler, prefetch
+from .schedule import lr_factor, planned_epochs
 from .training_data import TrainingData
 
 VAL_EPOCH = 999_983  # the "epoch" whose draws validation uses, the same at every epoch
@@ -143,6 +144,7 @@ class _RunState:
     epoch_seen: int = 0
     seconds: float = 0.0  # training time of the whole run so far, resumed sessions included
     finished: bool = False  # the time budget ended the run before cfg.epochs
+    planned: int | None = None  # the epochs the learning-rate schedule plans for (ssmtl_core.schedule)
 
 
 def _resume(out: Path, model: SSMTLModel, optimizer, settings: dict, device: torch.device, world: World
@@ -165,7 +167,7 @@ def _resume(out: Path, model: SSMTLModel, optimizer, settings: dict, device: tor
     return _RunState(state["epoch"], state["step"], list(state.get("history", [])),
                      state.get("best_val_loss", float("inf")), dict(state.get("epoch_sums", {})),
                      int(state.get("epoch_seen", 0)), float(state.get("train_seconds", 0.0)),
-                     bool(state.get("budget_finished", False)))
+                     bool(state.get("budget_finished", False)), state.get("planned_epochs"))
 
 
 def train(data: TrainingData, profile: Profile, out_dir: str | Path, progress: bool = True, log=print,
@@ -261,12 +263,14 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
         save_checkpoint(path, model, optimizer, run.epoch, run.step, profile.to_dict(), **records,
                         history=run.history, best_val_loss=run.best,
                         train_seconds=run.seconds + time.perf_counter() - session_start,
-                        budget_finished=run.finished, **extra)
+                        budget_finished=run.finished, planned_epochs=run.planned, **extra)
 
     started, trained, steps = time.perf_counter(), 0, 0
     session_start, session_seconds = started, run.seconds
     last_save = time.monotonic()
     steps_per_epoch = world.steps(len(data.train_index), cfg.batch_size)
+    if not cfg.budget_minutes:  # the plan is known now; under a time budget, after epoch 1
+        run.planned = cfg.epochs
     while run.epoch < cfg.epochs and not run.finished:
         epoch_start = time.perf_counter()
         model.train()
@@ -281,6 +285,10 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
                 # uninterrupted one would.
                 torch.manual_seed(cfg.seed * 1_000_003 + run.epoch * 10_007 + run.step
                                   + world.rank * RANK_SEED_STRIDE)
+                rate = cfg.lr * lr_factor(cfg.schedule, run.epoch * steps_per_epoch + run.step, steps_per_epoch,
+                                          run.planned, cfg.warmup_epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = rate
                 losses = training_step(model, optimizer, batch, cfg.tasks, kd_targets, cfg.kd_weight, device,
                                        precision, forward)
                 n = len(batch.index)
@@ -312,10 +320,19 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
         val_losses = _end_epoch(run, model, sampler, data, profile, kd_targets, device, precision, sums, seen, log,
                                 world)
         epoch_seconds = time.perf_counter() - epoch_start
+        run.history[-1]["lr"] = optimizer.param_groups[0]["lr"]
+        if run.planned is None:  # a time budget: the schedule plans the epochs that fit, from the first one
+            run.planned = world.share(planned_epochs(cfg.epochs, cfg.budget_minutes, epoch_seconds))
+            if cfg.schedule != "constant":
+                log(f"learning-rate schedule {cfg.schedule}: {run.planned} epoch(s) planned in "
+                    f"{cfg.budget_minutes:g} min (the first took {epoch_seconds:.0f} s)")
+        if cfg.schedule != "constant" and run.epoch >= run.planned and run.epoch < cfg.epochs:
+            run.finished = True  # the schedule's plan is done: its rate has decayed
         # The time budget: stop when the next epoch, as long as this one, would end past it (at least 1 epoch).
         # (Epoch times stay out of the history, which is a function of the seed alone.) Rank 0's clock decides.
         spent = session_seconds + time.perf_counter() - session_start
-        if cfg.budget_minutes and run.epoch < cfg.epochs and spent + epoch_seconds > cfg.budget_minutes * 60:
+        if (cfg.budget_minutes and not run.finished and run.epoch < cfg.epochs
+                and spent + epoch_seconds > cfg.budget_minutes * 60):
             run.finished = True
             log(f"time budget of {cfg.budget_minutes:g} min reached after {run.epoch} epochs ({spent / 60:.1f} min)")
         run.finished = world.share(run.finished)
@@ -334,6 +351,7 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
                "objects_per_s": round(trained / elapsed, 2) if trained else None,
                "seconds": round(elapsed, 1), "device": str(device), "processes": world.size,
                "precision": str(precision), "precision_choice": precision_info,
+               "schedule": cfg.schedule, "planned_epochs": run.planned,
                "checkpoint": str(out / "best.pt")}
     if world.main:
         write_json(out / "train_summary.json", summary)
