@@ -78,7 +78,7 @@ from ssmtl_core.data.synthetic import generate_synthetic  # noqa: E402
 from ssmtl_core.detect import DetectionCache, MotionDetector, YoloDetector  # noqa: E402
 from ssmtl_core.detections import Detections  # noqa: E402
 from ssmtl_core.evaluate import ground_truth_tracks  # noqa: E402
-from ssmtl_core.io import machine_info, package_versions  # noqa: E402
+from ssmtl_core.io import code_provenance, machine_info, package_versions  # noqa: E402
 
 MACHINE = machine_info()
 CPU = {"cpu": MACHINE["cpu"], "cpu_flags": MACHINE["cpu_flags"]}  # carried by every JSON row
@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     result: dict = {"benchmark": "detect", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "quick": args.quick, "machine": MACHINE, "versions": package_versions(),
+                    "code": code_provenance(),
                     "targets": TARGETS, "notes": notes,
                     # Other work on the machine slows every number down: the load says how busy it was.
                     "load_average_start": [round(x, 2) for x in os.getloadavg()]}

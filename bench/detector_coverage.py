@@ -22,6 +22,7 @@ import numpy as np
 
 from ssmtl_core.data import open_dataset
 from ssmtl_core.evaluate import ground_truth_tracks
+from ssmtl_core.io import code_provenance
 from ssmtl_core.metrics import box_iou
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['detector']:<90} {cells}  boxes/frame {row['boxes_per_frame']:5.1f}")
     result = {"benchmark": "ground-truth anomalous regions covered by cached detections (read from test labels: "
                            "a sensitivity table, never used to choose a setting)",
-              "date": dt.date.today().isoformat(), "dataset": args.dataset, "regions": len(tracks),
+              "date": dt.date.today().isoformat(), "code": code_provenance(), "dataset": args.dataset, "regions": len(tracks),
               "tracks": len(set(zip(tracks.video.tolist(), tracks.track.tolist()))), "coverage": rows}
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"{len(tracks)} regions in {result['tracks']} tracks; wrote {args.out}")

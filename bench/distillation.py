@@ -28,7 +28,7 @@ import torch
 from ssmtl_core.checkpoint import load_checkpoint, model_from_checkpoint
 from ssmtl_core.config import profile_from_dict
 from ssmtl_core.data import open_dataset
-from ssmtl_core.io import machine_info, read_json
+from ssmtl_core.io import code_provenance, machine_info, read_json
 from ssmtl_core.model import as_input
 from ssmtl_core.samples import SequenceSampler
 from ssmtl_core.train import VAL_EPOCH, epoch_batches
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row, indent=1))
     Path(args.out).write_text(json.dumps({"benchmark": "distillation diagnostics on validation objects",
                                           "date": dt.date.today().isoformat(), "machine": machine_info(),
-                                          "runs": rows}, indent=2))
+                                          "code": code_provenance(), "runs": rows}, indent=2))
     return 0
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from ssmtl_core.config import SampleConfig
 from ssmtl_core.data.frames import load_frames
 from ssmtl_core.data.layouts import Video, VideoFileSource
-from ssmtl_core.io import machine_info
+from ssmtl_core.io import code_provenance, machine_info
 from ssmtl_core.samples import ObjectIndex, SequenceSampler
 from ssmtl_core.train import batch_rng
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                        "tiles_gb_estimate": round(count * h * w * 3 / ratio / 1e9, 1)}
                 for name, (count, (h, w)) in DATASETS.items()}
     result = {"benchmark": "decoded-frame stores of video files (640x360 colour)", "date": dt.date.today().isoformat(),
-              "machine": machine_info(), "source": "Ped2 frames upscaled and tinted" if PED2.is_dir() else "synthetic",
+              "machine": machine_info(), "code": code_provenance(), "source": "Ped2 frames upscaled and tinted" if PED2.is_dir() else "synthetic",
               "frames": args.frames, "stores": rows, "raw_over_tiles": round(ratio, 1), "datasets": datasets}
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"CPU: {result['machine']['cpu']} ({', '.join(result['machine'].get('cpu_flags', []))})")

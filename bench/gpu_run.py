@@ -72,7 +72,7 @@ sys.path.insert(0, str(REPO))  # the GPU machine runs from the working tree, wit
 
 from ssmtl_core.config import ARCHITECTURES, apply_overrides, profile_from_dict  # noqa: E402
 from ssmtl_core.detections import Detections  # noqa: E402
-from ssmtl_core.io import machine_info, package_versions, read_json, write_json  # noqa: E402
+from ssmtl_core.io import code_provenance, machine_info, package_versions, read_json, write_json  # noqa: E402
 from ssmtl_core.samples import ObjectIndex  # noqa: E402
 from ssmtl_core.training_data import TrainingData  # noqa: E402
 
@@ -355,7 +355,8 @@ def run(args: argparse.Namespace) -> int:
     protocol = gpu / ("tiny" if args.dry else "ped2")
     per_preset = 16 if args.dry else 0  # a dry run trains one batch per preset
     result: dict = {"benchmark": "gpu_run", "dry": args.dry, "started": dt.datetime.now().isoformat(timespec="seconds"),
-                    "machine": machine_info(), "versions": package_versions(), "minutes": args.minutes,
+                    "machine": machine_info(), "versions": package_versions(), "code": code_provenance(),
+                    "minutes": args.minutes,
                     "bundle": Bundle(protocol).meta}
     if device == "cuda":
         result["machine"]["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 1e9, 1)

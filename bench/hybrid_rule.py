@@ -30,7 +30,7 @@ import numpy as np
 from ssmtl_core.config import DetectConfig
 from ssmtl_core.data import open_dataset
 from ssmtl_core.detect import covered_fraction, detect_dataset, merge_hybrid
-from ssmtl_core.io import machine_info
+from ssmtl_core.io import code_provenance, machine_info
 
 REPO = Path(__file__).resolve().parent.parent
 CONFS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"conf {conf}: blobs covered < {cover} by boxes grown {margin}: {added / frames:.2f} added/frame")
     result = {"benchmark": "detector operating point and hybrid rule on training videos (no test labels)",
               "date": dt.date.today().isoformat(), "dataset": args.dataset, "machine": machine_info(),
+              "code": code_provenance(),
               "training_frames": frames, "operating_points": operating, "hybrid_rules": rules}
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

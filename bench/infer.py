@@ -34,7 +34,7 @@ import torch
 from ssmtl_core.config import SampleConfig, ScoreConfig, get_profile
 from ssmtl_core.data import load_frames, open_dataset
 from ssmtl_core.detect import make_detector
-from ssmtl_core.io import machine_info, package_versions
+from ssmtl_core.io import code_provenance, machine_info, package_versions
 from ssmtl_core.model import SSMTLModel
 from ssmtl_core.samples import objects_from_detections, scoring_sequences
 from ssmtl_core.score import Scorer, score_detections, score_video
@@ -154,7 +154,7 @@ def main() -> int:
                   f"end (new detector)  {row['end_to_end_fps_old_detector']:>6.1f} (old detector)")
     result = {
         "benchmark": "end-to-end inference on UCSD Ped2 test clips, old and new paths (random weights, 64x64 crops)",
-        "date": dt.date.today().isoformat(), "machine": machine, "versions": package_versions(),
+        "date": dt.date.today().isoformat(), "machine": machine, "versions": package_versions(), "code": code_provenance(),
         "videos": [v.name for v in videos], "frames": total_frames, "objects": objects,
         "detection_fps": {k: round(total_frames / v, 1) for k, v in detect_seconds.items()},
         "paper_gpu_fps": PAPER_GPU_FPS, "target_fps": target, "rows": rows,

@@ -33,7 +33,7 @@ import numpy as np
 from ssmtl_core.config import load_profile
 from ssmtl_core.data import open_dataset
 from ssmtl_core.evaluate import evaluate_run
-from ssmtl_core.io import machine_info, read_json
+from ssmtl_core.io import code_provenance, machine_info, read_json
 from ssmtl_core.train import train
 from ssmtl_core.training_data import prepare_training_data
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).write_text(json.dumps({
                 "benchmark": "Ped2 attribution: metric rules, detector settings, distillation head (test labels "
                              "read: a sensitivity table, never used to choose)",
-                "date": dt.date.today().isoformat(), "machine": machine_info(), "budget": BUDGET,
+                "date": dt.date.today().isoformat(), "machine": machine_info(), "code": code_provenance(), "budget": BUDGET,
                 "settings": SETTINGS, "runs": rows, "table": table(rows).splitlines()}, indent=2))
     print(table(rows))
     return 0

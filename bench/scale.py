@@ -46,7 +46,7 @@ PED2 = REPO.parent / "shared" / "datasets" / "ucsd_ped2"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from ssmtl_core.distributed import torchrun_command  # noqa: E402
-from ssmtl_core.io import machine_info, package_versions, read_json  # noqa: E402
+from ssmtl_core.io import code_provenance, machine_info, package_versions, read_json  # noqa: E402
 
 TRAINING = (("1 process x 2 threads", 1, 2), ("2 processes x 1 thread", 2, 1), ("1 process x 1 thread", 1, 1))
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {"benchmark": "scale", "quick": args.quick, "started": started,
               "finished": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
-              "versions": package_versions(), "training_data": f"synthetic {size}, {args.objects} objects",
+              "versions": package_versions(), "code": code_provenance(), "training_data": f"synthetic {size}, {args.objects} objects",
               "detection_data": detect_on[0], "summary": summary, "training": train_rows,
               "detection": detect_rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import numpy as np
 from ssmtl_core.config import get_profile
 from ssmtl_core.data import open_dataset
 from ssmtl_core.detect import DetectionCache, make_detector
+from ssmtl_core.io import code_provenance
 from ssmtl_core.metrics import macro_auc, micro_auc
 from ssmtl_core.score import minmax
 
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in rows.items():
         print(f"{name:<26} micro AUC {row['micro_auc']:5.1f}  macro AUC {row['macro_auc']:5.1f}")
     result = {"benchmark": "trivial frame-score baselines on the synthetic test split", "date": dt.date.today().isoformat(),
-              "dataset": dataset.summary(), "detector": cache.meta.get("detector"), "baselines": rows}
+              "dataset": dataset.summary(), "detector": cache.meta.get("detector"), "code": code_provenance(),
+              "baselines": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {args.out}")

@@ -67,7 +67,7 @@ from bench.results import finish  # noqa: E402
 from ssmtl_core.config import apply_overrides, get_profile  # noqa: E402
 from ssmtl_core.data import open_dataset  # noqa: E402
 from ssmtl_core.detect import detect_dataset  # noqa: E402
-from ssmtl_core.io import machine_info, package_versions  # noqa: E402
+from ssmtl_core.io import code_provenance, machine_info, package_versions  # noqa: E402
 from ssmtl_core.losses import weighted_total  # noqa: E402
 from ssmtl_core.model import SSMTLModel  # noqa: E402
 from ssmtl_core.precision import FP32, checked_bf16, native_bf16, training_step  # noqa: E402
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     notes: list[str] = []
     result: dict = {"benchmark": "train", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "machine": machine_info(), "versions": package_versions(), "quick": args.quick,
+                    "machine": machine_info(), "versions": package_versions(), "code": code_provenance(), "quick": args.quick,
                     "torch_threads": torch.get_num_threads(),
                     # Other work on the machine slows every number down: the load says how busy it was.
                     "load_average_start": [round(x, 2) for x in os.getloadavg()], "targets": TARGETS, "notes": notes}

@@ -39,7 +39,7 @@ from .data.layouts import ImageFolderSource, Video, VideoFileSource
 from .detect import make_detector
 from .detections import Detections
 from .errors import SSMTLError
-from .io import atomic_path, package_versions, write_json
+from .io import atomic_path, code_provenance, package_versions, write_json
 from .runs import checkpoint_calibration
 from .score import ObjectScores, Scorer, calibrated_frame_scores, score_detections, score_video
 from .teachers import Teacher, load_teacher, middle_crops
@@ -146,7 +146,8 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
                "alert_segments": scores.segments,
                "seconds": round(elapsed, 2), "detect_seconds": round(detect_seconds, 2),
                "frames_per_s": round(video.num_frames / elapsed, 1), "device": str(torch_device),
-               "annotated_video": str(written), "versions": package_versions()}
+               "annotated_video": str(written), "versions": package_versions(),
+               "code": code_provenance()}
     write_json(out / "summary.json", summary)
     return summary
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .errors import SSMTLError
-from .io import atomic_path, package_versions
+from .io import atomic_path, code_provenance, package_versions
 from .model import ModelConfig, SSMTLModel
 
 CHECKPOINT_KIND = "ssmtl-checkpoint"
@@ -50,7 +50,7 @@ def save_checkpoint(path: str | Path, model: SSMTLModel, optimizer: torch.optim.
     state = {"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "model": model.state_dict(),
              "optimizer": optimizer.state_dict() if optimizer is not None else None, "epoch": epoch,
              "step": step, "model_config": model.config(), "profile": profile,
-             "versions": package_versions(), **extra}
+             "versions": package_versions(), "code": code_provenance(), **extra}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
 

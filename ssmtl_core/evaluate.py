@@ -22,7 +22,7 @@ from .calibration import Calibration
 from .config import TASKS, ScoreConfig, apply_overrides
 from .data.layouts import Dataset
 from .errors import SSMTLError
-from .io import atomic_path, package_versions, read_json, write_json
+from .io import atomic_path, code_provenance, package_versions, read_json, write_json
 from .metrics import Regions, Tracks, macro_auc, micro_auc, per_video_auc, rbdc_tbdc, tracks_from_masks
 from .runs import checkpoint_calibration, load_run, object_scores_for_run
 from .score import ObjectScores, calibrated_frame_scores, score_video, task_subsets
@@ -191,6 +191,7 @@ def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root
         "training": read_json(run / "train_summary.json") if (run / "train_summary.json").is_file() else {},
         "timing": info["timing"],
         "versions": package_versions(),
+        "code": code_provenance(),
         "ground_truth_tracks": None if tracks is None else {"regions": len(tracks), "tracks": tracks.num_tracks},
     }
     write_json(out / "metrics.json", report)

@@ -15,7 +15,9 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from .errors import SSMTLError
 
 #: errno values that mean "the disk is full" (ENOSPC, and EDQUOT: over quota).
@@ -298,6 +301,105 @@ def package_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     return versions
+
+
+#: Tracked files whose uncommitted changes can change a number (the package, the notebooks, their parameters,
+#: the benchmarks and the scripts that set the study up); results (reports/, bench/results/) and prose (*.md)
+#: cannot, and regenerating committed reports must not make every later step look "dirty".
+CODE_PATHS = ("ssmtl_core/", "notebooks/", "params/", "bench/", "scripts/", "pyproject.toml", "environment.yml",
+              "run_all.sh")
+NOT_CODE = ("bench/results/",)
+#: How many changed files ``code_provenance`` names (the count says how many there were).
+MAX_CHANGED_NAMED = 5
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_CODE: dict[str, Any] | None = None
+
+
+def code_provenance(refresh: bool = False) -> dict[str, Any]:
+    """Which code made a result: the project's git commit, uncommitted changes, the package version and a digest
+    of the package source, for every ``metrics.json``, summary, checkpoint, benchmark and report README.
+
+    Computed once per process (the code a process imported does not change under it; ``refresh`` computes it
+    again). Never raises: without git, outside a checkout (an installed wheel, a tarball, a copied tree) the
+    commit is None, ``note`` says why, and ``source_digest`` still names the code.
+
+    Returns:
+        ``commit`` (full sha or None), ``dirty`` (uncommitted changes to tracked code files, see
+        :data:`CODE_PATHS`; None when unknown), ``changed`` (up to five of those files) and ``changed_count``,
+        ``package_version``, ``source_digest`` (sha256 of ``ssmtl_core/**/*.py``, see :func:`source_digest`).
+    """
+    global _CODE
+    if _CODE is None or refresh:
+        _CODE = describe_code(_PACKAGE_DIR)
+    return {**_CODE, "changed": list(_CODE["changed"])}
+
+
+def describe_code(package_dir: str | Path) -> dict[str, Any]:
+    """:func:`code_provenance` for the package in ``package_dir`` (uncached; the checkout is its parent folder)."""
+    package_dir = Path(package_dir).resolve()
+    info: dict[str, Any] = {"commit": None, "dirty": None, "changed": [], "changed_count": None,
+                            "package_version": __version__, "source_digest": source_digest(package_dir)}
+    try:
+        status = _git_status(package_dir.parent)
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError) as exc:
+        info["note"] = f"git failed: {type(exc).__name__}"
+        return info
+    if isinstance(status, str):
+        info["note"] = status
+        return info
+    commit, changed = status
+    code = [f for f in changed if f.startswith(CODE_PATHS) and not f.startswith(NOT_CODE) and not f.endswith(".md")]
+    info.update(commit=commit, dirty=bool(code), changed=code[:MAX_CHANGED_NAMED], changed_count=len(code))
+    if commit is None:
+        info["note"] = "the checkout has no commit yet"
+    return info
+
+
+def _git_status(root: Path) -> tuple[str | None, list[str]] | str:
+    """(HEAD's sha or None before the first commit, the tracked files with uncommitted changes) of the checkout
+    whose top is ``root``, or why there is none (a string)."""
+    git = shutil.which("git")
+    if git is None:
+        return "git is not installed"
+    # The caller's git variables must not point us at another repository; optional locks off, so that reading
+    # the status never takes index.lock from under a concurrent git command.
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+    env.update(GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([git, "-C", str(root), *args], capture_output=True, env=env, timeout=20)
+
+    top = run("rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        return f"not a git checkout: {root}"
+    if Path(top.stdout.decode().strip()).resolve() != root:
+        # e.g. a wheel installed into a virtualenv inside some checkout: that checkout's commit is not ours
+        return f"not a git checkout: {root} lies inside {top.stdout.decode().strip()}"
+    head = run("rev-parse", "--verify", "-q", "HEAD")
+    commit = head.stdout.decode().strip() if head.returncode == 0 else None
+    status = run("status", "--porcelain=v1", "-z", "--untracked-files=no")
+    if status.returncode != 0:
+        return f"git status failed: {status.stderr.decode(errors='replace').strip()[:200]}"
+    changed, entries = [], iter(status.stdout.decode().split("\0"))
+    for entry in entries:
+        if len(entry) > 3:
+            changed.append(entry[3:])
+            if entry[0] in "RC":  # a staged rename or copy: the next entry is where it came from
+                next(entries, None)
+    return commit, sorted(changed)
+
+
+def source_digest(package_dir: str | Path) -> str:
+    """sha256 over the sorted relative paths and contents of every ``*.py`` under ``package_dir``: names the
+    package's code where git cannot (an installed wheel, a tarball), and keys the runner's steps on it."""
+    package_dir = Path(package_dir)
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py"), key=lambda p: p.relative_to(package_dir).as_posix()):
+        with contextlib.suppress(OSError):
+            content = path.read_bytes()
+            digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+            digest.update(content + b"\0")
+    return digest.hexdigest()
 
 
 def machine_info() -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """What the notebooks write and read: provenance-stamped ``metrics.json``, the paper's numbers, the tables.
 
 Every ``metrics.json`` says what produced it: the notebook and its parameters, the dataset, the detector,
-the teacher, the package versions and the seed. ``07_results_tables`` reads them all back and renders the
-paper-style tables next to the authors' numbers (``docs/method.md``, "Reference numbers"); it never retrains.
+the teacher, the package versions, the code (``code``: commit, uncommitted changes, source digest) and the
+seed. ``07_results_tables`` reads them all back and renders the paper-style tables next to the authors' numbers
+(``docs/method.md``, "Reference numbers"); it never retrains.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import atomic_path, package_versions, read_json, write_json
+from .io import atomic_path, code_provenance, package_versions, read_json, write_json
 
 #: The authors' object-level results (micro AUC, macro AUC, RBDC, TBDC), ``docs/method.md`` "Reference numbers", as fractions.
 PAPER_RESULTS: dict[str, dict[str, float]] = {
@@ -45,6 +46,7 @@ def write_metrics(out_dir: str | Path, notebook: str, metrics: dict[str, Any], p
         data.setdefault("dataset", dataset.summary())
     data.update(extra or {})
     data["versions"] = package_versions()
+    data["code"] = code_provenance()  # which code made it (commit, uncommitted changes, source digest)
     path = out / "metrics.json"
     write_json(path, data)
     return path

@@ -38,7 +38,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Profile
 from .distributed import RANK_SEED_STRIDE, World, join
 from .errors import SSMTLError
-from .io import Claim, atomic_path, package_versions, read_json, stable_hash, write_json
+from .io import Claim, atomic_path, code_provenance, package_versions, read_json, stable_hash, write_json
 from .losses import DistillationTargets, backward_groups, task_losses, weighted_total
 from .model import SSMTLModel
 from .precision import FP32, Precision, choose_precision, training_step
@@ -236,7 +236,12 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
     run = _resume(out, model, optimizer, settings, device, world)
     if (run.epoch >= cfg.epochs or run.finished) and (out / "train_summary.json").is_file():
         log(f"{out} is already trained ({run.epoch} epochs); nothing to do (raise --epochs to train on).")
-        return read_json(out / "train_summary.json")
+        summary = read_json(out / "train_summary.json")
+        trained_by = summary.get("code") or {}
+        if trained_by.get("source_digest") != code_provenance()["source_digest"]:
+            log(f"note: its model was trained by other code (commit {trained_by.get('commit') or 'unknown'}); its "
+                "summary says so. Delete the folder to train it with this code.")
+        return summary
     if run.epoch or run.step:
         log(f"resuming {out} at epoch {run.epoch + 1}, step {run.step}")
     trial_batch = sampler.make_batch(np.sort(data.train_index)[:cfg.batch_size],
@@ -247,12 +252,14 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
         choose_precision(model, trial_batch, profile, kd_targets, device, memory=memory) if world.main else None)
     log(f"training precision: {precision} ({precision_info.get('reason')}"
         + (f": {precision_info['seconds_per_step']} s/step" if "seconds_per_step" in precision_info else "") + ")")
+    earlier = _earlier_code(out) if run.epoch or run.step else {}
     if world.main:
         write_json(out / "run.json", {"settings": settings, "dataset": data.dataset, "device": str(device),
                                       "processes": world.size, "precision": str(precision),
                                       "precision_choice": precision_info, "cache_root": data.cache_root,
                                       "train_objects": int(len(data.train_index)),
-                                      "val_objects": int(len(data.val_index)), "versions": package_versions()})
+                                      "val_objects": int(len(data.val_index)), "versions": package_versions(),
+                                      "code": code_provenance(), **earlier})
     records = {"caches": data.caches, "kd_layout": data.kd_layout, "settings": settings, "precision": str(precision),
                "processes": world.size}
     forward = world.wrap(model, lambda net, batch, tasks: task_losses(net, batch, tasks, kd_targets, device))
@@ -352,10 +359,25 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
                "seconds": round(elapsed, 1), "device": str(device), "processes": world.size,
                "precision": str(precision), "precision_choice": precision_info,
                "schedule": cfg.schedule, "planned_epochs": run.planned,
-               "checkpoint": str(out / "best.pt")}
+               "checkpoint": str(out / "best.pt"), "code": code_provenance(), **earlier}
     if world.main:
         write_json(out / "train_summary.json", summary)
     return summary
+
+
+def _earlier_code(out: Path) -> dict:
+    """``{"resumed_from_code": code}`` when a resumed run's earlier sessions ran other package code (None: they
+    did not record theirs), else ``{}``: a run's summary names every code its model was trained with."""
+    try:
+        previous = read_json(out / "run.json")
+    except (OSError, ValueError):
+        previous = {}
+    if "resumed_from_code" in previous:
+        return {"resumed_from_code": previous["resumed_from_code"]}
+    code = previous.get("code")
+    if code and code.get("source_digest") == code_provenance()["source_digest"]:
+        return {}
+    return {"resumed_from_code": code}
 
 
 def _end_epoch(run: _RunState, model, sampler, data: TrainingData, profile: Profile, kd_targets, device,

@@ -178,6 +178,7 @@ def test_quick_study_metrics(quick_study):
         assert data["notebook"] == name.split("/")[0]
         assert "versions" in data and "torch" in data["versions"]
         assert "parameters" in data and data["parameters"]["OUT_DIR"]
+        assert len(data["code"]["source_digest"]) == 64, "every metrics.json names the code that made it"
     boxes = metrics["00_data_and_detections"]["boxes"]["test"]
     assert boxes == pytest.approx(PINNED_QUICK_TEST_BOXES, rel=PINNED_BOXES_TOLERANCE), boxes
     assert _in(metrics["00_data_and_detections"]["recall_iou_0.3"])
@@ -190,6 +191,7 @@ def test_quick_study_metrics(quick_study):
     for key in ("micro_auc", "macro_auc", "rbdc", "tbdc"):
         assert _in(evaluation[key]), key
     assert set(evaluation["per_task"]) == {"aot", "irr", "mid", "kd"}
+    assert len(evaluation["training"]["code"]["source_digest"]) == 64, "and the code its model was trained with"
     assert "aot+irr+mid+kd" in evaluation["ablation"] and len(evaluation["ablation"]) == 15
     assert evaluation["teacher"].startswith("efficientnet_lite0")
     assert evaluation["dataset"]["name"] == "synthetic"

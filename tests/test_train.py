@@ -326,3 +326,25 @@ def test_a_diverging_run_stops_with_a_message_before_the_weights_change(setup, m
     with pytest.raises(SSMTLError, match="training diverged: the .*aot.* pass"):
         _train(setup, tmp_path / "run", profile=profile)
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_run_records_the_code_that_trained_it(setup, baseline, monkeypatch, tmp_path):
+    from ssmtl_core import train as train_module
+    from ssmtl_core.io import code_provenance
+
+    code = code_provenance()
+    assert baseline["summary"]["code"] == code and read_json(baseline["out"] / "run.json")["code"] == code
+    assert load_checkpoint(baseline["out"] / "best.pt")["code"] == code
+    assert "resumed_from_code" not in baseline["summary"]
+    # a run interrupted, then resumed by other code: its summary names both
+    out = tmp_path / "run"
+    _train(setup, out, stop_after_steps=2)
+    other = {**code, "commit": "f" * 40, "source_digest": "0" * 64}
+    monkeypatch.setattr(train_module, "code_provenance", lambda refresh=False: dict(other))
+    summary = _train(setup, out)
+    assert summary["code"] == other and summary["resumed_from_code"] == code
+    # reused as it is by the code that resumed it: said in the log, the summary unchanged
+    monkeypatch.undo()
+    said = []
+    assert train(setup["data"], setup["profile"], out, progress=False, log=said.append) == summary
+    assert any("trained by other code (commit " + "f" * 40 in line for line in said), said
