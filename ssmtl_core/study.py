@@ -5,14 +5,18 @@ parameters), generates the synthetic dataset when the profile needs it, executes
 parameters into ``reports/<profile>/<notebook>[/<arch>]/`` (executed notebook, ``metrics.json``, figures),
 and writes ``reports/<profile>/README.md`` with the tables and key figures.
 
-A step is skipped when its notebook, its parameters and the steps it depends on are unchanged since its
-last successful run (``.step.json`` in its folder). A failing notebook does not stop the study: it is
-named at the end and the exit status is 1.
+A step is skipped when its notebook, its parameters, the steps it depends on and the package code
+(``ssmtl_core``'s source digest) are unchanged since its last successful run (``.step.json`` in its folder,
+which also records the commit and uncommitted changes it ran with); ``--keep-stale`` keeps a step whose only
+change is the package code, and the README lists it as stale. The README names the one commit the report was
+made with, or says loudly at its top which steps (and trainings) were made with which other code. A failing
+notebook does not stop the study: it is named at the end and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -29,7 +33,7 @@ import yaml
 from . import settings
 from .config import ARCHITECTURES
 from .errors import SSMTLError
-from .io import machine_info, read_json, write_json
+from .io import code_provenance, machine_info, read_json, write_json
 from .study_task import REPO, open_or_generate, repo_path, run_name
 
 #: The settings (ssmtl_core/settings.py) ./run_all.sh takes as flags.
@@ -234,28 +238,77 @@ def _filter_parameters(path: Path, values: dict[str, Any], own: Iterable[str] = 
     return {k: v for k, v in values.items() if k in names}
 
 
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def inputs_key(notebook: Path, values: dict[str, Any], depends: list[str | None]) -> str:
+    """What a step reads besides the package code: its notebook's code and text, its parameters, and the inputs
+    keys of the steps it depends on (the whole key of a step before steps were keyed on the code)."""
+    return _digest({"notebook": _notebook_digest(notebook), "parameters": values, "depends": depends})
+
+
+def step_key(inputs: str, source_digest: str) -> str:
+    """A step's key: its inputs (:func:`inputs_key`) and the package code it runs (``ssmtl_core``'s source
+    digest, :func:`ssmtl_core.io.source_digest`): a step reruns when either changed."""
+    return _digest({"inputs": inputs, "code": source_digest})
+
+
+def code_label(code: dict[str, Any] | None, digest: bool = False) -> str:
+    """``commit 1a2b3c4d5e6f``, ``... with uncommitted changes to a.py, b.py``, or why there is no commit, for
+    logs and READMEs (``digest``: add the package source digest)."""
+    if not code:
+        return "unknown code (made before results recorded their commit)"
+    text = f"commit `{code['commit'][:12]}`" if code.get("commit") else f"no commit ({code.get('note', 'unknown')})"
+    if code.get("dirty"):
+        named = ", ".join(code.get("changed") or [])
+        more = (code.get("changed_count") or 0) - len(code.get("changed") or [])
+        text += f" with uncommitted changes to {named}{f' and {more} more' if more > 0 else ''}"
+    if digest or not code.get("commit"):
+        text += f" (package source `{str(code.get('source_digest'))[:12]}`)"
+    return text
+
+
 def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
-             depends_finished: str | None = None, own: Iterable[str] = ()) -> dict[str, Any]:
+             depends_finished: str | None = None, own: Iterable[str] = (), inputs: str | None = None,
+             keep_stale: bool = False, code: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute one notebook with papermill unless its key is unchanged and no step it depends on ran after it
-    (``depends_finished``: the latest finishing time of those steps); return its status record. ``own``: the
-    parameters written for this notebook alone (:func:`_filter_parameters`)."""
+    (``depends_finished``: the latest finishing time of those steps); return its status record.
+
+    Args:
+        own: the parameters written for this notebook alone (:func:`_filter_parameters`).
+        inputs: the step's :func:`inputs_key`; with ``keep_stale`` a step whose inputs are unchanged is kept
+            though the package code changed (``stale`` in the record).
+        code: the code this runner runs (:func:`ssmtl_core.io.code_provenance`), recorded in ``.step.json``
+            unless the notebook's ``metrics.json`` names its own (code changed while the study ran).
+    """
     import papermill as pm  # heavy (jupyter): only a step that runs needs it
 
+    code = code or code_provenance()
     source = REPO / "notebooks" / f"{step.notebook}.ipynb"
     out = repo_path(values["OUT_DIR"])
     record_path = out / ".step.json"
+    why = ""
     if not force and record_path.is_file():
         record = read_json(record_path)
         newer_inputs = depends_finished is not None and depends_finished > str(record.get("finished", ""))
-        if (record.get("key") == key and record.get("status") == "ok" and (out / "metrics.json").is_file()
-                and not newer_inputs):
+        reusable = record.get("status") == "ok" and (out / "metrics.json").is_file() and not newer_inputs
+        if reusable and record.get("key") == key:
             log(f"[skip] {step.name}: unchanged since {record.get('finished')}")
             return {**record, "skipped": True}
+        # A record from before steps were keyed on the code holds its inputs key as its key.
+        if reusable and inputs is not None and record.get("inputs_key", record.get("key")) == inputs:
+            made_by = code_label(record.get("code")).replace("`", "")
+            if keep_stale:
+                log(f"[STALE] {step.name}: kept (--keep-stale) though the package code changed; made by {made_by} "
+                    f"on {record.get('finished')}")
+                return {**record, "skipped": True, "stale": True}
+            why = f" (the package code changed since its run by {made_by})"
     out.mkdir(parents=True, exist_ok=True)
     # An earlier run's numbers must not outlive a failed rerun: the results tables read every metrics.json.
     (out / "metrics.json").unlink(missing_ok=True)
     executed = out / f"{step.notebook}.ipynb"
-    log(f"[run]  {step.name} -> {out}")
+    log(f"[run]  {step.name} -> {out}{why}")
     started = time.perf_counter()
     status, error = "ok", None
     try:
@@ -268,21 +321,97 @@ def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
     if executed.is_file() and executed.stat().st_size > MAX_NOTEBOOK_BYTES:
         # Large executed notebooks stay on disk but out of git (.gitignore: *.large.ipynb).
         executed.replace(executed.with_suffix(".large.ipynb"))
-    record = {"step": step.name, "key": key, "status": status, "error": error, "seconds": seconds,
-              "finished": dt.datetime.now().isoformat(timespec="seconds"), "parameters": values}
+    record = {"step": step.name, "key": key, "inputs_key": inputs, "status": status, "error": error,
+              "seconds": seconds, "finished": dt.datetime.now().isoformat(timespec="seconds"),
+              "code": _metrics(out).get("code") or code, "parameters": values}
     write_json(record_path, record)
     log(f"       {step.name}: {status} in {seconds:.0f}s")
     return record
 
 
+def _metrics(folder: Path) -> dict[str, Any]:
+    try:
+        data = read_json(folder / "metrics.json")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def made_with(record: dict[str, Any], folder: Path | None = None) -> list[tuple[str, dict[str, Any] | None]]:
+    """The code that made a step's numbers: (what, code) for the notebook's run (its ``metrics.json``, else its
+    ``.step.json``) and, where it reports a training (01-06), for that training and for the session it resumed
+    (a run folder reused or resumed across code changes keeps the model of the code that trained it).
+
+    Args:
+        record: the step's record (``.step.json``).
+        folder: the step's folder, when not the record's ``OUT_DIR`` (a report moved or copied).
+    """
+    metrics = _metrics(folder or repo_path(record["parameters"]["OUT_DIR"]))
+    parts: list[tuple[str, dict[str, Any] | None]] = [("", metrics.get("code") or record.get("code"))]
+    training = metrics.get("train") or metrics.get("training")
+    if isinstance(training, dict) and training:
+        parts.append(("its training", training.get("code")))
+        if "resumed_from_code" in training:
+            parts.append(("its training's first sessions", training["resumed_from_code"]))
+    return parts
+
+
+def code_report(reports: Path, records: list[dict]) -> tuple[list[str], list[str]]:
+    """The README's account of the code behind a report: (lines naming the one commit, or a loud warning
+    listing which steps were made with which code; the warning's lines for the terminal, empty when the
+    whole report comes from one commit with no uncommitted changes). Steps of the folder that this invocation
+    did not run (``--only``) count too: the results tables read their numbers."""
+    seen = {r.get("step") for r in records}
+    everything: list[tuple[dict, Path | None]] = [(r, None) for r in records if r.get("key")]
+    for path in sorted(reports.rglob(".step.json")):
+        with contextlib.suppress(OSError, ValueError):
+            other = read_json(path)
+            if isinstance(other, dict) and other.get("step") not in seen and other.get("key"):
+                everything.append((other, path.parent))
+    groups: dict[str, list[str]] = {}
+    codes: dict[str, dict[str, Any] | None] = {}
+    for record, folder in everything:
+        for what, code in made_with(record, folder):
+            group = (json.dumps([code.get("commit"), bool(code.get("dirty")), code.get("source_digest")])
+                     if code else "unknown")
+            groups.setdefault(group, []).append(record["step"] + (f" ({what})" if what else ""))
+            codes[group] = code
+    if not groups:
+        return [], []
+    if len(groups) == 1:
+        (group, steps), = groups.items()
+        code = codes[group]
+        if code and code.get("commit") and not code.get("dirty"):
+            return [f"Code: commit `{code['commit']}` (no uncommitted changes; ssmtl-study "
+                    f"{code.get('package_version')}, package source sha256 `{code.get('source_digest', '')[:16]}`): "
+                    "every step below, and every training it reports, was made with it.", ""], []
+    warning = ["**WARNING: MIXED OR UNCOMMITTED CODE.** The numbers of this report were not all made by one "
+               "committed version of the code:"]
+    listing = [f"- {code_label(codes[group], digest=len(groups) > 1)}: {', '.join(steps)}"
+               for group, steps in groups.items()]
+    advice = ("Commit, then rerun `./run_all.sh` with this report's flags (without `--keep-stale`; delete the "
+              "run folders of trainings made by other code) so that every number comes from one commit.")
+    lines = ["> " + warning[0], ">", *[f"> {line}" for line in listing], ">", f"> {advice}", ""]
+    return lines, [warning[0].replace("**", ""), *[f"  {line.replace('`', '')}" for line in listing],
+                   f"  {advice.replace('`', '')}"]
+
+
 def compose_readme(reports: Path, profile: str, records: list[dict], command: str, total_seconds: float) -> Path:
-    """``reports/<profile>/README.md``: how it was made, the tables, the key figures, each step's status."""
-    lines = [f"# SSMTL study — `{profile}` profile", "",
+    """``reports/<profile>/README.md``: how it was made (the command, the machine, the commit), the tables, the
+    key figures, each step's status and commit; a report made with mixed or uncommitted code says so at the top
+    (:func:`code_report`)."""
+    code_lines, _ = code_report(reports, records)
+    mixed = bool(code_lines) and code_lines[0].startswith(">")
+    stale = [r["step"] for r in records if r.get("stale")]
+    loud = [f"> **STALE:** kept with `--keep-stale` though the package code changed since they ran: "
+            f"{', '.join(stale)} (their code is in the Steps table).", ""] if stale else []
+    lines = [f"# SSMTL study — `{profile}` profile", "", *(code_lines if mixed else []), *loud,
              f"Produced by `{command}` on {dt.date.today().isoformat()}; machine: "
              f"{machine_info().get('cpu')} ({machine_info().get('cores')} cores"
              f"{', GPU ' + machine_info()['gpu'] if machine_info().get('gpu') else ', no GPU'}). "
              f"Wall time of this invocation: {total_seconds / 60:.1f} min; all steps from scratch (the sum of each "
-             f"step's last run): {sum(r['seconds'] for r in records) / 60:.1f} min.", ""]
+             f"step's last run): {sum(r['seconds'] for r in records) / 60:.1f} min.", "",
+             *([] if mixed else code_lines)]
     notes = REPO / "params" / f"{profile}.md"
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]
@@ -296,9 +425,10 @@ def compose_readme(reports: Path, profile: str, records: list[dict], command: st
                             ("08_anomaly_gallery/heatmaps.png", "Anomaly maps on the most anomalous frames")):
         if (reports / figure).is_file():
             lines += [f"### {caption}", "", f"![{caption}]({figure})", ""]
-    lines += ["## Steps", "", "| step | status | seconds | folder |", "|---|---|---|---|"]
+    lines += ["## Steps", "", "| step | status | seconds | code | folder |", "|---|---|---|---|---|"]
     for r in records:
-        status = r["status"] + (" (skipped: unchanged)" if r.get("skipped") else "")
+        status = r["status"] + (" (kept STALE: made by other code, --keep-stale)" if r.get("stale")
+                                else " (skipped: unchanged)" if r.get("skipped") else "")
         if r.get("error"):
             status += f": {r['error']}"
         folder = Path(r["parameters"]["OUT_DIR"]).resolve()
@@ -306,7 +436,9 @@ def compose_readme(reports: Path, profile: str, records: list[dict], command: st
             folder = folder.relative_to(reports.resolve())
         except ValueError:
             pass
-        lines.append(f"| {r['step']} | {status} | {r['seconds']} | `{folder}` |")
+        code = "; ".join(f"{what + ': ' if what else ''}{code_label(c)}"
+                         for what, c in (made_with(r) if r.get("key") else []))
+        lines.append(f"| {r['step']} | {status} | {r['seconds']} | {code} | `{folder}` |")
     path = reports / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -324,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the paper's protocol: every training object, 30 epochs (unless --epochs); a GPU job")
     parser.add_argument("--only", help="comma-separated notebooks or steps to run (e.g. 07_results_tables)")
     parser.add_argument("--force", action="store_true", help="rerun steps even when unchanged")
+    parser.add_argument("--keep-stale", action="store_true",
+                        help="keep steps whose notebook, parameters and inputs are unchanged though the package code "
+                             "changed (the README lists them as stale); by default they rerun")
     args = parser.parse_args(argv)
     given = settings.args_to_parameters(args, RUNNER_SETTINGS)
     profile = given["PROFILE"]
@@ -356,7 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         open_or_generate("synthetic", values.get("DATA_ROOT", "data/synthetic"), values.get("SYNTH_SIZE", "default"),
                          int(values.get("SYNTH_SEED", 0)))
     started = time.perf_counter()
+    code = code_provenance()
+    log(f"code: {code_label(code, digest=True).replace('`', '')}")
     keys: dict[str, str] = {}
+    inputs_keys: dict[str, str] = {}
     finished: dict[str, str] = {}  # when each step's current outputs were made
     records = []
     only = set(args.only.split(",")) if args.only else None
@@ -377,22 +515,23 @@ def main(argv: list[str] | None = None) -> int:
             log(f"seed study: {chosen} (the lowest validation loss of {', '.join(archs)}), seeds {seeds}")
         values = step_parameters(step, params, reports, overrides)
         notebook = REPO / "notebooks" / f"{step.notebook}.ipynb"
-        key_data = {"notebook": _notebook_digest(notebook), "parameters": values,
-                    "depends": [keys.get(d) for d in step.depends]}
-        keys[step.name] = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        inputs_keys[step.name] = inputs_key(notebook, values, [inputs_keys.get(d) for d in step.depends])
+        keys[step.name] = step_key(inputs_keys[step.name], code["source_digest"])
         if only and step.notebook not in only and step.name not in only:
             continue
         # A dependency rerun with an unchanged key (a failed step retried) still makes this step stale.
         inputs = step.depends if step.reads is None else step.reads
         depends_finished = max((finished[d] for d in inputs if d in finished), default=None)
         record = run_step(step, values, keys[step.name], args.force, log, depends_finished,
-                          notebook_parameters(step, params))
+                          notebook_parameters(step, params), inputs_keys[step.name], args.keep_stale, code)
         finished[step.name] = str(record.get("finished", ""))
         records.append(record)
     total = time.perf_counter() - started
     readme = compose_readme(reports, profile, records, command, total)
     failed = [r["step"] for r in records if r["status"] != "ok"]
     log(f"done in {total / 60:.1f} min; {readme}")
+    for line in code_report(reports, records)[1]:  # the README's warning, on the terminal too
+        log(line)
     if failed:
         log(f"FAILED notebooks: {', '.join(failed)} (executed copies with the error are in their folders)")
         return 1
