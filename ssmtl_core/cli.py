@@ -97,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="recompute a calibration the checkpoint already holds")
 
-    p = sub.add_parser("evaluate", help="score a trained run and write metrics.json")
-    p.add_argument("--run", required=True, help="run folder written by ssmtl train")
+    p = sub.add_parser("evaluate", help="score a trained run (or an ensemble of runs) and write metrics.json")
+    p.add_argument("--run", required=True, action="append",
+                   help="run folder written by ssmtl train; give it several times to score the runs as one ensemble "
+                        "(e.g. one architecture trained with seeds 0, 1, 2; --out is then required)")
     p.add_argument("--root", help="dataset folder (default: the one the run used)")
     p.add_argument("--cache", help="cache folder (default: the one the run used)")
     p.add_argument("--out", help="output folder (default: the run folder)")
@@ -251,10 +253,19 @@ def _silent(*_args, **_kwargs) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     # a command imports its own stage (torch & co.): --help stays quick
-    from .evaluate import evaluate_run
+    from .evaluate import evaluate_ensemble, evaluate_run
 
     score = {"inference_precision": args.score_precision} if args.score_precision else None
-    evaluate_run(args.run, root=args.root, cache_root=args.cache, out_dir=args.out, device=args.device,
+    if len(args.run) > 1:
+        if not args.out:
+            raise SSMTLError("an ensemble (--run given several times) needs --out: the folder its metrics.json goes to.")
+        if score:
+            raise SSMTLError("--score-precision applies to one run; evaluate each member with it first, then the "
+                             "ensemble reuses their scores.")
+        evaluate_ensemble(args.run, args.out, root=args.root, cache_root=args.cache, device=args.device,
+                          teacher_weights=args.teacher_weights)
+        return 0
+    evaluate_run(args.run[0], root=args.root, cache_root=args.cache, out_dir=args.out, device=args.device,
                  teacher_weights=args.teacher_weights, score_overrides=score)
     return 0
 

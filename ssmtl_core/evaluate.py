@@ -25,7 +25,7 @@ from .errors import SSMTLError
 from .io import atomic_path, code_provenance, package_versions, read_json, write_json
 from .metrics import Regions, Tracks, macro_auc, micro_auc, per_video_auc, rbdc_tbdc, tracks_from_masks
 from .runs import checkpoint_calibration, load_run, object_scores_for_run
-from .score import ObjectScores, calibrated_frame_scores, score_video, task_subsets
+from .score import ObjectScores, calibrated_frame_scores, minmax, score_video, task_subsets
 
 
 def ground_truth_tracks(dataset: Dataset) -> Tracks | None:
@@ -218,3 +218,99 @@ def _write_frame_scores(path: Path, dataset: Dataset, curves: dict[str, list[np.
                 row = [video.name, f, int(labels[f]), f"{curves[full][i][f]:.6f}"]
                 row += [f"{curves[t][i][f]:.6f}" for t in columns[4:]]
                 writer.writerow(row)
+
+
+# -- seed ensembles ------------------------------------------------------------------------------------------
+
+
+def ensemble_object_scores(members: list[list[ObjectScores]], normalize_tasks: bool = True) -> list[ObjectScores]:
+    """One set of object scores from several trained runs of the same detections (``docs/method.md``, "Seed
+    ensembles").
+
+    Per video and per task, each member's scores are min-max normalised (the paper's per-video normalisation,
+    Sec. 3.4; raw scores when ``normalize_tasks`` is False, as on Avenue) and averaged over the members; the
+    averaged task scores then go through the same scoring as one run's (normalise, sum, normalise, paint,
+    smooth). A task counts when every member has it.
+
+    Args:
+        members: per member, the raw task scores of every test video (:func:`ssmtl_core.runs.object_scores_for_run`).
+        normalize_tasks: the profile's ``score.normalize_tasks``.
+
+    Raises:
+        SSMTLError: the members scored different objects (other detections or another dataset).
+    """
+    if not members:
+        raise SSMTLError("an ensemble needs at least one run.")
+    videos = len(members[0])
+    if any(len(m) != videos for m in members):
+        raise SSMTLError("the runs of an ensemble scored different numbers of test videos: they must share the "
+                         "dataset and the detections.")
+    combined = []
+    for v in range(videos):
+        first = members[0][v]
+        for member in members[1:]:
+            other = member[v]
+            if len(other.frame) != len(first.frame) or not (np.array_equal(other.frame, first.frame)
+                                                            and np.allclose(other.boxes, first.boxes)):
+                raise SSMTLError("the runs of an ensemble scored different objects: they must share the detector "
+                                 "and its settings (the same detections cache).")
+        tasks = [t for t in TASKS if all(t in member[v].tasks for member in members)]
+        averaged = {}
+        for task in tasks:
+            parts = [minmax(m[v].tasks[task]) if normalize_tasks else np.asarray(m[v].tasks[task], np.float32)
+                     for m in members]
+            averaged[task] = np.mean(parts, axis=0).astype(np.float32)
+        combined.append(ObjectScores(first.frame.copy(), first.boxes.copy(), averaged, first.kd_has_classes))
+    return combined
+
+
+def evaluate_ensemble(run_dirs: list[str | Path], out_dir: str | Path, root: str | Path | None = None,
+                      cache_root: str | Path | None = None, device: str = "auto", progress: bool = True, log=print,
+                      teacher_weights: str | None = None) -> dict:
+    """Score several trained runs (e.g. one architecture trained with different seeds) as one ensemble and write
+    ``metrics.json`` and ``frame_scores.csv`` into ``out_dir``.
+
+    Each member's test scores come from its own cache (``<run>/eval/object_scores``), so an ensemble of evaluated
+    runs costs no network pass. The members must share the dataset, the detections and the scoring settings.
+    """
+    runs = [Path(r) for r in run_dirs]
+    if len(runs) < 2:
+        raise SSMTLError("an ensemble needs at least two runs (pass --run once per run).")
+    loaded = [load_run(run, root, cache_root) for run in runs]
+    profile, dataset = loaded[0][1], loaded[0][2]
+    if (missing := dataset.missing_ground_truth()) is not None:
+        raise SSMTLError(missing)
+    for run, (_, other, _, _) in zip(runs[1:], loaded[1:]):
+        if other.to_dict()["detect"] != profile.to_dict()["detect"] or other.dataset != profile.dataset:
+            raise SSMTLError(f"{run} was trained on other detections than {runs[0]}: an ensemble's runs share the "
+                             "dataset and the detector settings.")
+    members, infos, detections = [], [], None
+    for run, (state, run_profile, run_dataset, cache) in zip(runs, loaded):
+        scores, info = object_scores_for_run(run, state, run_profile, run_dataset, cache, device, progress, log,
+                                             teacher_weights)
+        members.append(scores)
+        detections = detections or {k: v for k, v in info["detections"].items() if k != "class_names"}
+        infos.append({"run": str(run), "arch": run_profile.train.arch, "seed": run_profile.train.seed,
+                      "tasks": list(run_profile.train.tasks), "epoch": state["epoch"],
+                      "best_val_loss": state.get("best_val_loss"), "checkpoint_sha256_12": info["checkpoint_sha256"]})
+    object_scores = ensemble_object_scores(members, profile.score.normalize_tasks)
+    tasks = tuple(t for t in TASKS if all(t in m["tasks"] for m in infos))
+    metrics, curves = evaluate_scores(dataset, object_scores, profile.score, ground_truth_tracks(dataset), tasks)
+    report = {
+        **metrics,
+        "ensemble": {"members": infos, "combination": "per video and task, each member's scores min-max "
+                     "normalised, then averaged over the members; then the paper's scoring"},
+        "dataset": dataset.summary(), "profile": profile.name,
+        "arch": ",".join(sorted({m["arch"] for m in infos})),
+        "trained_tasks": list(tasks), "seed": [m["seed"] for m in infos],
+        "detector": detections,
+        "teacher": loaded[0][0]["caches"].get("teacher"),
+        "settings": {"score": profile.to_dict()["score"], "profile": profile.to_dict()},
+        "versions": package_versions(), "code": code_provenance(),
+    }
+    out = Path(out_dir)
+    write_json(out / "metrics.json", report)
+    _write_frame_scores(out / "frame_scores.csv", dataset, curves, metrics["tasks"])
+    log(f"ensemble of {len(runs)} runs: micro AUC {report['micro_auc']:.4f}, macro AUC {report['macro_auc']:.4f}, "
+        f"RBDC {_fmt(report['rbdc'])}, TBDC {_fmt(report['tbdc'])} -> {out / 'metrics.json'}")
+    return report
