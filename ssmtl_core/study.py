@@ -297,9 +297,9 @@ def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
             log(f"[skip] {step.name}: unchanged since {record.get('finished')}")
             return {**record, "skipped": True}
         # A record from before steps were keyed on the code holds its inputs key as its key.
-        if reusable and inputs is not None and record.get("inputs_key", record.get("key")) == inputs:
+        if record.get("key") != key and inputs is not None and record.get("inputs_key", record.get("key")) == inputs:
             made_by = code_label(record.get("code")).replace("`", "")
-            if keep_stale:
+            if keep_stale and reusable:
                 log(f"[STALE] {step.name}: kept (--keep-stale) though the package code changed; made by {made_by} "
                     f"on {record.get('finished')}")
                 return {**record, "skipped": True, "stale": True}

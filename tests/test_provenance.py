@@ -120,7 +120,8 @@ def test_without_git_the_commit_is_none_and_nothing_fails(tmp_path, monkeypatch)
 
 
 def test_the_package_describes_itself_once_per_process():
-    first = code_provenance()
+    # refreshed: an earlier test may have cached it before the package's files changed (work in progress)
+    first = code_provenance(refresh=True)
     assert first["source_digest"] == source_digest(ROOT / "ssmtl_core")
     first["changed"].append("mutated by a caller")
     assert code_provenance() == {**first, "changed": first["changed"][:-1]}, "cached, and copies are handed out"
@@ -171,23 +172,26 @@ def runner(tmp_path, monkeypatch):
     return state, argv, reports
 
 
-STEPS = 11  # 00, 01-04, 05 and 06 of shallow_narrow and of its seed-1 repetition, 07, 08
+def _steps(reports: Path) -> int:
+    """How many steps the quick study has (00-04, 05 and 06 of shallow_narrow and of its seed-1 repetition, ...)."""
+    return len(list(reports.rglob(".step.json")))
 
 
 def test_a_step_reruns_when_the_package_code_changed(runner, capsys):
     state, argv, reports = runner
     assert study.main(argv) == 0
-    assert capsys.readouterr().out.count("[run]") == STEPS
+    steps = _steps(reports)
+    assert capsys.readouterr().out.count("[run]") == steps >= 11
     readme = (reports / "README.md").read_text()
     assert f"Code: commit `{'a' * 40}` (no uncommitted changes" in readme and "WARNING" not in readme
     record = json.loads((reports / "00_data_and_detections" / ".step.json").read_text())
     assert record["code"] == _code("a", "1") and record["inputs_key"]
     assert study.main(argv) == 0
-    assert capsys.readouterr().out.count("[skip]") == STEPS, "same code, same inputs: skipped"
+    assert capsys.readouterr().out.count("[skip]") == steps, "same code, same inputs: skipped"
     state["code"] = _code("b", "2")
     assert study.main(argv) == 0
     out = capsys.readouterr().out
-    assert out.count("[run]") == STEPS and out.count("the package code changed since its run by commit aaaaaaaaaaaa")
+    assert out.count("[run]") == out.count("the package code changed since its run by commit aaaaaaaaaaaa") == steps
     assert f"Code: commit `{'b' * 40}`" in (reports / "README.md").read_text()
 
 
@@ -197,7 +201,7 @@ def test_keep_stale_keeps_steps_and_says_so(runner, capsys):
     state["code"] = _code("b", "2")
     capsys.readouterr()
     assert study.main([*argv, "--keep-stale"]) == 0
-    assert capsys.readouterr().out.count("[STALE]") == STEPS
+    assert capsys.readouterr().out.count("[STALE]") == _steps(reports)
     readme = (reports / "README.md").read_text()
     assert "**STALE:** kept with `--keep-stale`" in readme and "kept STALE" in readme
     assert json.loads((reports / "07_results_tables" / ".step.json").read_text())["code"]["commit"] == "a" * 40
