@@ -33,14 +33,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ssmtl_core.checkpoint import load_checkpoint, model_from_checkpoint
 from ssmtl_core.config import load_profile
-from ssmtl_core.data import load_frames, open_dataset
-from ssmtl_core.detect import detect_dataset
+from ssmtl_core.data import open_dataset
+from ssmtl_core.diagnostics import frame_max_sources, held_out_objects, mean_by_bin, task_scores
 from ssmtl_core.evaluate import evaluate_scores, object_labels
 from ssmtl_core.io import code_provenance, machine_info, read_json, write_json
-from ssmtl_core.samples import scoring_sequences
-from ssmtl_core.score import ObjectScores, Scorer
+from ssmtl_core.score import ObjectScores
 from ssmtl_core.train import train
 from ssmtl_core.training_data import prepare_training_data
 
@@ -74,38 +72,6 @@ def _flat(profile) -> dict:
             for name, value in values.items()}
 
 
-def motion(sequences: np.ndarray) -> np.ndarray:
-    """(N,) the mean absolute difference between consecutive crops of each sequence, in grey levels."""
-    grey = sequences.astype(np.float32).mean(-1)
-    return np.abs(np.diff(grey, axis=1)).mean(axis=(1, 2, 3))
-
-
-def objects_of(dataset, videos, detections, profile, cache: Path, first_fraction: float = 0.0) -> dict:
-    """Every detection of ``videos`` from ``first_fraction`` of each video on: sequences, kind, where."""
-    seqs, frame, video, boxes, blob = [], [], [], [], []
-    for v, item in enumerate(videos):
-        dets = detections.load(item)
-        keep = dets.frame >= int(round(item.num_frames * first_fraction))
-        frames = load_frames(item, cache / dataset.cache_id / "frames")
-        seqs.append(scoring_sequences(frames, dets.frame[keep], dets.boxes[keep], profile.sample, rgb=False))
-        frame.append(dets.frame[keep]), video.append(np.full(int(keep.sum()), v)), boxes.append(dets.boxes[keep])
-        blob.append(dets.classes[keep] < 0)
-    out = {k: np.concatenate(v) for k, v in (("seqs", seqs), ("frame", frame), ("video", video), ("boxes", boxes),
-                                               ("blob", blob))}
-    out["motion"] = motion(out["seqs"])
-    return out
-
-
-def p_backward(checkpoint: Path, sequences: np.ndarray, crop_size: int, temporal_half: int) -> np.ndarray:
-    """P(backward) of every forward sequence (OpenVINO fp32 on a CPU, as scoring runs it)."""
-    from ssmtl_core.config import SampleConfig
-
-    model = model_from_checkpoint(load_checkpoint(checkpoint))
-    scorer = Scorer(model, SampleConfig(crop_size=crop_size, temporal_half=temporal_half), {}, "cpu", compile=True,
-                    tasks=("aot",), precision="fp32")
-    return scorer.predict(sequences)["aot"].astype(np.float64)
-
-
 def frame_auc(dataset, profile, test: dict, values: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
     """Micro and macro frame AUC of one task's object scores through the paper's pipeline."""
     keep = np.ones(len(values), bool) if keep is None else keep
@@ -114,28 +80,6 @@ def frame_auc(dataset, profile, test: dict, values: np.ndarray, keep: np.ndarray
                  for v in range(len(dataset.test))]
     metrics, _ = evaluate_scores(dataset, per_video, profile.score, None, ("aot",))
     return metrics["micro_auc"], metrics["macro_auc"]
-
-
-def what_sets_the_frame_max(dataset, test: dict, values: np.ndarray, abnormal: np.ndarray) -> dict:
-    """In abnormal frames, how often an abnormal object holds the frame's highest score; the mean frame maximum
-    of normal objects in normal and in abnormal frames."""
-    labels = np.concatenate([v.labels for v in dataset.test]).astype(bool)
-    offsets = np.cumsum([0] + [v.num_frames for v in dataset.test])[:-1]
-    index = offsets[test["video"]] + test["frame"]
-    normal_max = np.zeros(len(labels))
-    abnormal_max = np.zeros(len(labels))
-    np.maximum.at(normal_max, index[~abnormal], values[~abnormal])
-    np.maximum.at(abnormal_max, index[abnormal], values[abnormal])
-    return {"abnormal_object_sets_the_max": float(np.mean(abnormal_max[labels] > normal_max[labels])),
-            "normal_objects_max_in_normal_frames": float(normal_max[~labels].mean()),
-            "normal_objects_max_in_abnormal_frames": float(normal_max[labels].mean()),
-            "abnormal_objects_max_in_abnormal_frames": float(abnormal_max[labels].mean())}
-
-
-def by_motion(values: np.ndarray, moving: np.ndarray, edges: np.ndarray) -> list[float | None]:
-    """Mean of ``values`` in each motion bin."""
-    bins = np.digitize(moving, edges[1:-1])
-    return [round(float(values[bins == b].mean()), 3) if (bins == b).any() else None for b in range(len(edges) - 1)]
 
 
 def diagnose(name: str, args: argparse.Namespace) -> list[dict]:
@@ -151,9 +95,8 @@ def diagnose(name: str, args: argparse.Namespace) -> list[dict]:
     cache = Path(args.cache)
     out = Path(args.runs) / name
     history = epoch_checkpoints(dataset, profile, cache, out, args.epochs)
-    detections = detect_dataset(dataset, profile.detect, cache, splits=("train", "test"), progress=False, log=_quiet)
-    val = objects_of(dataset, dataset.train, detections, profile, cache, first_fraction=1 - profile.train.val_fraction)
-    test = objects_of(dataset, dataset.test, detections, profile, cache)
+    val = held_out_objects(dataset, profile, cache, "train", log=_quiet)
+    test = held_out_objects(dataset, profile, cache, "test", log=_quiet)
     abnormal = np.concatenate(object_labels(dataset, [
         ObjectScores(test["frame"][test["video"] == v], test["boxes"][test["video"] == v], {})
         for v in range(len(dataset.test))])).astype(bool)
@@ -161,9 +104,8 @@ def diagnose(name: str, args: argparse.Namespace) -> list[dict]:
     rows = []
     for epoch in [int(e) for e in args.scored.split(",") if int(e) <= args.epochs]:
         checkpoint = out / f"ep{epoch}.pt"
-        crop, half = profile.sample.crop_size, profile.sample.temporal_half
-        val_p = p_backward(checkpoint, val["seqs"], crop, half)
-        test_p = p_backward(checkpoint, test["seqs"], crop, half)
+        val_p = task_scores(checkpoint, val["sequences"], "aot", precision="fp32")
+        test_p = task_scores(checkpoint, test["sequences"], "aot", precision="fp32")
         micro, macro = frame_auc(dataset, profile, test, test_p)
         coco = ~test["blob"]
         row = {"dataset": name, "epoch": epoch, "val_cross_entropy": history[epoch - 1]["val_aot"],
@@ -171,10 +113,12 @@ def diagnose(name: str, args: argparse.Namespace) -> list[dict]:
                "val_p_backward_over_half_coco": float(np.mean(val_p[~val["blob"]] > 0.5)),
                "val_p_backward_over_half_blobs": (float(np.mean(val_p[val["blob"]] > 0.5)) if val["blob"].any()
                                                   else None),
-               "val_p_backward_by_motion_tercile": by_motion(val_p, val["motion"], edges),
+               "val_p_backward_by_motion_tercile": [None if v is None else round(v, 3)
+                                                    for v in mean_by_bin(val_p, val["motion"], edges)],
                "motion_terciles": [round(float(e), 2) for e in edges],
                "test_object_auc": float(roc_auc_score(abnormal, test_p)), "test_micro_auc": micro,
-               "test_macro_auc": macro, **what_sets_the_frame_max(dataset, test, test_p, abnormal)}
+               "test_macro_auc": macro,
+               **frame_max_sources(dataset, test["video"], test["frame"], test_p, abnormal)}
         if test["blob"].any():
             row["test_micro_auc_without_blobs"], row["test_macro_auc_without_blobs"] = frame_auc(
                 dataset, profile, test, test_p, coco)
