@@ -25,7 +25,7 @@ from .io import os_error_message
 DEFAULT_CACHE = os.environ.get("SSMTL_CACHE", "cache")
 #: The flags (by notebook parameter name, ssmtl_core/settings.py) of detection and of training.
 DETECT_SETTINGS = ("DETECTOR", "DETECTOR_WEIGHTS", "CONF", "TILES")
-TRAIN_SETTINGS = ("ARCH", "EPOCHS", "TASKS", "TEACHER", "BATCH_SIZE", "LR", "SEED", "DEVICE", "PRECISION",
+TRAIN_SETTINGS = ("ARCH", "EPOCHS", "TASKS", "TEACHER", "BATCH_SIZE", "LR", "SEED", "DEVICE", "PRECISION", "COMPILE",
                   "FRAME_STRIDE", "MAX_OBJECTS", "CROP_SIZE")
 
 

@@ -40,6 +40,8 @@ TEACHERS: tuple[str, ...] = ("efficientnet_lite0", "resnet50")
 DETECTORS: tuple[str, ...] = ("yolo", "motion", "yolo+motion")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 """The training precisions one may ask for (``train.precision``; :mod:`ssmtl_core.precision` chooses)."""
+COMPILES: tuple[str, ...] = ("auto", "on", "off")
+"""Whether training runs its encoder passes compiled (``train.compile``; :mod:`ssmtl_core.compiled` chooses)."""
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 """Learning-rate schedules (``train.schedule``; :mod:`ssmtl_core.schedule`): the paper's constant rate, or a
 warm-up and a cosine decay that ends with the run."""
@@ -150,6 +152,9 @@ class TrainConfig:
             that ends with the run or its time budget; :mod:`ssmtl_core.schedule`).
         warmup_epochs: length of the ``cosine`` schedule's warm-up, in epochs (at most 1).
     """
+        compile: ``auto`` (compile the encoder passes with ``torch.compile`` on a CPU where it builds, for a run
+            long enough to pay for it, when compiled steps time faster; the graphs are cached per machine),
+            ``on`` or ``off`` (eager PyTorch).
 
     arch: str = "shallow_narrow"
     tasks: tuple[str, ...] = TASKS
@@ -172,6 +177,7 @@ class TrainConfig:
     warmup_epochs: float = 0.5
 
 
+    compile: str = "auto"
 @dataclass
 class ScoreConfig:
     """Object scores to frame scores (``docs/method.md``, "Scoring", "From objects to frames"), the authors' published per-dataset settings.
@@ -419,6 +425,8 @@ def validate(profile: Profile) -> None:
         _refuse("train.device", train.device, "auto, cpu, cuda or cuda:N")
     for name, low, high, closed in _RANGES:
         section, field_name = name.split(".")
+    if train.compile not in COMPILES:
+        _refuse("train.compile", train.compile, f"{', '.join(COMPILES[:-1])} or {COMPILES[-1]}")
         value = getattr(getattr(profile, section), field_name)
         whole = isinstance(getattr(_DEFAULTS[section], field_name), int)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import SSMTLModel, as_input
+from .model import SSMTLModel, network_input
 from .samples import Batch
 from .training_data import TrainingData
 
@@ -46,17 +46,37 @@ class DistillationTargets:
 
     def loss(self, prediction: torch.Tensor, index: np.ndarray) -> torch.Tensor:
         """Mean absolute error over the target values that count (all of them: the paper's L1)."""
-        target = torch.from_numpy(self.values[index]).to(prediction.device)
+        return distillation_loss(prediction, *self.tensors(index, prediction.device))
+
+    def weighs(self) -> bool:
+        """Whether some batch of these targets needs per-value weights (two balanced parts, or objects whose
+        class-score part does not count)."""
+        return (self.balance and 0 < self.logits < self.values.shape[1]) or self.has_classes is not None
+
+    def tensors(self, index: np.ndarray, device: torch.device, always_weighted: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The targets of the objects ``index`` and the weight of each value, None where every value of the
+        batch weighs the same (the plain L1). ``always_weighted``: a weight tensor whenever :meth:`weighs`,
+        even for a batch that needs none (all ones), so a compiled graph sees one kind of input."""
+        target = torch.from_numpy(self.values[index]).to(device)
         two_parts = 0 < self.logits < target.shape[1]
-        if not (self.balance and two_parts) and (self.has_classes is None or self.has_classes[index].all()):
-            return F.l1_loss(prediction, target)
+        plain = not (self.balance and two_parts) and (self.has_classes is None or self.has_classes[index].all())
+        if plain and not (always_weighted and self.weighs()):
+            return target, None
         weight = torch.ones_like(target)
         if self.balance and two_parts:  # each part's values share a weight of 1
             weight[:, :self.logits] = 1.0 / self.logits
             weight[:, self.logits:] = 1.0 / (target.shape[1] - self.logits)
         if self.has_classes is not None:
-            weight[torch.from_numpy(~self.has_classes[index]).to(prediction.device), self.logits:] = 0.0
-        return ((prediction - target).abs() * weight).sum(1).div(weight.sum(1)).mean()
+            weight[torch.from_numpy(~self.has_classes[index]).to(device), self.logits:] = 0.0
+        return target, weight
+
+
+def distillation_loss(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The mean absolute error of the distillation head: plain, or each object's weighted mean, averaged."""
+    if weight is None:
+        return F.l1_loss(prediction, target)
+    return ((prediction - target).abs() * weight).sum(1).div(weight.sum(1)).mean()
 
 
 def task_losses(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...],
@@ -75,29 +95,56 @@ def task_losses(model: SSMTLModel, batch: Batch, tasks: tuple[str, ...],
         kd_targets: the distillation targets of all objects (an array, or :class:`DistillationTargets`).
         device: where to compute.
     """
+    return pass_losses(model, loss_inputs(batch, tasks, kd_targets, device), tasks)
+
+
+def loss_inputs(batch: Batch, tasks: tuple[str, ...], kd_targets: np.ndarray | DistillationTargets | None,
+                device: torch.device, always_weighted: bool = False) -> dict[str, torch.Tensor | None]:
+    """The tensors :func:`pass_losses` reads, on ``device``: the uint8 crops as they are (the network's input
+    is made from them in :func:`pass_losses`), the labels and the distillation targets of ``tasks``."""
     if kd_targets is not None and not isinstance(kd_targets, DistillationTargets):
         kd_targets = DistillationTargets(np.asarray(kd_targets, np.float32))
-    consecutive = as_input(batch.consecutive, device)
+    sequence = "aot" in tasks or "kd" in tasks
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+
+    inputs: dict[str, torch.Tensor | None] = {"consecutive": tensor(batch.consecutive)}
+    if sequence:
+        inputs["aot_label"] = tensor(batch.aot_label if "aot" in tasks else np.zeros_like(batch.aot_label))
+    if "irr" in tasks:
+        inputs["intermittent"], inputs["irr_label"] = tensor(batch.intermittent), tensor(batch.irr_label)
+    if "kd" in tasks:
+        inputs["kd_target"], inputs["kd_weight"] = kd_targets.tensors(batch.index, device, always_weighted)
+    return inputs
+
+
+def pass_losses(model: SSMTLModel, inputs: dict[str, torch.Tensor | None], tasks: tuple[str, ...]
+                ) -> dict[str, torch.Tensor]:
+    """:func:`task_losses` on the tensors of :func:`loss_inputs`: tensors in, tensors out, no host data, so
+    that ``torch.compile`` can take one encoder pass (:func:`backward_groups`) as one graph."""
+    consecutive = network_input(inputs["consecutive"])
     t = consecutive.shape[2] // 2
     losses: dict[str, torch.Tensor] = {}
-    inputs, heads = [], []
+    batch, heads = [], []
     if "aot" in tasks or "kd" in tasks:
-        label = torch.from_numpy(batch.aot_label if "aot" in tasks else np.zeros_like(batch.aot_label)).to(device)
+        label = inputs["aot_label"]
         reverse = label.view(-1, 1, 1, 1, 1).bool()
-        inputs.append(torch.where(reverse, consecutive.flip(2), consecutive))
+        batch.append(torch.where(reverse, consecutive.flip(2), consecutive))
         heads.append("aot")
     if "irr" in tasks:
-        intermittent = as_input(batch.intermittent, device)
-        irr_label = torch.from_numpy(batch.irr_label).to(device)
-        inputs.append(torch.where(irr_label.view(-1, 1, 1, 1, 1).bool(), intermittent, consecutive))
+        intermittent = network_input(inputs["intermittent"])
+        irr_label = inputs["irr_label"]
+        batch.append(torch.where(irr_label.view(-1, 1, 1, 1, 1).bool(), intermittent, consecutive))
         heads.append("irr")
-    if inputs:
-        features = model.encoder(torch.cat(inputs) if len(inputs) > 1 else inputs[0])
-        chunks = dict(zip(heads, features.chunk(len(inputs)) if len(inputs) > 1 else [features]))
+    if batch:
+        features = model.encoder(torch.cat(batch) if len(batch) > 1 else batch[0])
+        chunks = dict(zip(heads, features.chunk(len(batch)) if len(batch) > 1 else [features]))
         if "aot" in tasks:
             losses["aot"] = F.cross_entropy(model.aot_head(chunks["aot"]).float(), label)
         if "kd" in tasks:
-            losses["kd"] = kd_targets.loss(model.kd_head(chunks["aot"]).float(), batch.index)
+            losses["kd"] = distillation_loss(model.kd_head(chunks["aot"]).float(), inputs["kd_target"],
+                                             inputs["kd_weight"])
         if "irr" in tasks:
             losses["irr"] = F.cross_entropy(model.irr_head(chunks["irr"]).float(), irr_label)
     if "mid" in tasks:

@@ -21,7 +21,17 @@ from typing import Any
 
 import yaml
 
-from .config import ARCHITECTURES, DATASETS, DETECTORS, PRECISIONS, SCHEDULES, TASKS, TEACHERS, Profile
+from .config import (
+    ARCHITECTURES,
+    COMPILES,
+    DATASETS,
+    DETECTORS,
+    PRECISIONS,
+    SCHEDULES,
+    TASKS,
+    TEACHERS,
+    Profile,
+)
 from .errors import SettingError, SSMTLError
 
 
@@ -101,6 +111,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEVICE", "train.device", ("--device",), "auto (CUDA when present), cpu or cuda"),
     Setting("PRECISION", "train.precision", ("--precision",), "training precision (auto: bf16 where native and faster)",
             choices=PRECISIONS),
+    Setting("COMPILE", "train.compile", ("--compile",), "compiled training passes (torch.compile; auto: on a CPU "
+            "where it builds, for runs long enough to pay, when faster)", choices=COMPILES),
     Setting("BUDGET_MINUTES", "train.budget_minutes", ("--budget-minutes",),
             "CPU-time budget of training in minutes: whole epochs while they fit (0: none)"),
     Setting("SCHEDULE", "train.schedule", ("--schedule",),

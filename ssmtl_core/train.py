@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .compiled import choose_compile, graph_cache
 from .config import Profile
 from .distributed import RANK_SEED_STRIDE, World, join
 from .errors import SSMTLError
@@ -127,7 +128,7 @@ def resume_key(settings: dict) -> str:
     """What must match for a run to resume: everything but the epoch count and where and how fast it runs."""
     settings = copy.deepcopy(settings)
     # "amp", a setting of older releases, may still be in the settings of a run they started.
-    for name in ("epochs", "device", "num_threads", "amp", "precision", "budget_minutes"):
+    for name in ("epochs", "device", "num_threads", "amp", "precision", "compile", "budget_minutes"):
         settings.get("profile", {}).get("train", {}).pop(name, None)
     return stable_hash(settings, 16)
 
@@ -212,7 +213,7 @@ def train(data: TrainingData, profile: Profile, out_dir: str | Path, progress: b
                          "overwrite each other's checkpoints and history. Wait for that run to end (or stop it; "
                          "a rerun resumes it), or pass another --out.")
     try:
-        with thread_settings(cfg.num_threads):
+        with thread_settings(cfg.num_threads), graph_cache(data.cache_root):
             return _train(data, profile, out, device, progress, log, checkpoint_minutes, stop_after_steps, world)
     finally:
         if claim is not None:
@@ -252,17 +253,27 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
         choose_precision(model, trial_batch, profile, kd_targets, device, memory=memory) if world.main else None)
     log(f"training precision: {precision} ({precision_info.get('reason')}"
         + (f": {precision_info['seconds_per_step']} s/step" if "seconds_per_step" in precision_info else "") + ")")
+    steps_per_epoch = world.steps(len(data.train_index), cfg.batch_size)
+    # Every process decides alike (several processes run eager), so nothing needs sharing.
+    planned_steps = (cfg.epochs - run.epoch) * steps_per_epoch - run.step
+    compiled, compile_info = choose_compile(model, trial_batch, profile, kd_targets, device, precision, planned_steps,
+                                            world.size, precision_info.get("seconds_per_step", {}).get(str(precision)),
+                                            memory, log=log)
+    log(f"training passes: {'compiled' if compiled else 'eager'} ({compile_info.get('reason')}"
+        + (f": {compile_info['seconds_per_step']} s/step" if "seconds_per_step" in compile_info else "") + ")")
     earlier = _earlier_code(out) if run.epoch or run.step else {}
     if world.main:
         write_json(out / "run.json", {"settings": settings, "dataset": data.dataset, "device": str(device),
                                       "processes": world.size, "precision": str(precision),
-                                      "precision_choice": precision_info, "cache_root": data.cache_root,
+                                      "precision_choice": precision_info, "compiled": compiled is not None,
+                                      "compile_choice": compile_info, "cache_root": data.cache_root,
                                       "train_objects": int(len(data.train_index)),
                                       "val_objects": int(len(data.val_index)), "versions": package_versions(),
                                       "code": code_provenance(), **earlier})
     records = {"caches": data.caches, "kd_layout": data.kd_layout, "settings": settings, "precision": str(precision),
-               "processes": world.size}
-    forward = world.wrap(model, lambda net, batch, tasks: task_losses(net, batch, tasks, kd_targets, device))
+               "compiled": compiled is not None, "processes": world.size}
+    forward = compiled or world.wrap(model, lambda net, batch, tasks: task_losses(net, batch, tasks, kd_targets,
+                                                                                 device))
 
     def save(path: Path, **extra) -> None:
         if not world.main:
@@ -275,7 +286,6 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
     started, trained, steps = time.perf_counter(), 0, 0
     session_start, session_seconds = started, run.seconds
     last_save = time.monotonic()
-    steps_per_epoch = world.steps(len(data.train_index), cfg.batch_size)
     if not cfg.budget_minutes:  # the plan is known now; under a time budget, after epoch 1
         run.planned = cfg.epochs
     while run.epoch < cfg.epochs and not run.finished:
@@ -358,6 +368,7 @@ def _train(data: TrainingData, profile: Profile, out: Path, device: torch.device
                "objects_per_s": round(trained / elapsed, 2) if trained else None,
                "seconds": round(elapsed, 1), "device": str(device), "processes": world.size,
                "precision": str(precision), "precision_choice": precision_info,
+               "compiled": compiled is not None, "compile_choice": compile_info,
                "schedule": cfg.schedule, "planned_epochs": run.planned,
                "checkpoint": str(out / "best.pt"), "code": code_provenance(), **earlier}
     if world.main:
