@@ -148,13 +148,13 @@ class TrainConfig:
         precision: ``auto`` (on CUDA bf16; on a CPU with native bf16 (AVX512-BF16 / AMX) time a few steps of
             fp32 and bf16 and keep the faster; fp32 elsewhere), ``fp32`` or ``bf16``.
         num_threads: CPU threads for torch (0 = torch's default).
+        compile: ``auto`` (compile the encoder passes with ``torch.compile`` on a CPU where it builds, for a run
+            long enough to pay for it, when compiled steps time faster; the graphs are cached per machine),
+            ``on`` or ``off`` (eager PyTorch).
         schedule: learning rate over the run: ``constant`` (the paper's) or ``cosine`` (warm-up, then a decay
             that ends with the run or its time budget; :mod:`ssmtl_core.schedule`).
         warmup_epochs: length of the ``cosine`` schedule's warm-up, in epochs (at most 1).
     """
-        compile: ``auto`` (compile the encoder passes with ``torch.compile`` on a CPU where it builds, for a run
-            long enough to pay for it, when compiled steps time faster; the graphs are cached per machine),
-            ``on`` or ``off`` (eager PyTorch).
 
     arch: str = "shallow_narrow"
     tasks: tuple[str, ...] = TASKS
@@ -173,11 +173,11 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     num_threads: int = 0
+    compile: str = "auto"
     schedule: str = "constant"
     warmup_epochs: float = 0.5
 
 
-    compile: str = "auto"
 @dataclass
 class ScoreConfig:
     """Object scores to frame scores (``docs/method.md``, "Scoring", "From objects to frames"), the authors' published per-dataset settings.
@@ -421,12 +421,12 @@ def validate(profile: Profile) -> None:
         _refuse("train.schedule", train.schedule, " or ".join(SCHEDULES))
     if train.precision not in PRECISIONS:
         _refuse("train.precision", train.precision, f"{', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
+    if train.compile not in COMPILES:
+        _refuse("train.compile", train.compile, f"{', '.join(COMPILES[:-1])} or {COMPILES[-1]}")
     if not isinstance(train.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", train.device):
         _refuse("train.device", train.device, "auto, cpu, cuda or cuda:N")
     for name, low, high, closed in _RANGES:
         section, field_name = name.split(".")
-    if train.compile not in COMPILES:
-        _refuse("train.compile", train.compile, f"{', '.join(COMPILES[:-1])} or {COMPILES[-1]}")
         value = getattr(getattr(profile, section), field_name)
         whole = isinstance(getattr(_DEFAULTS[section], field_name), int)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not float(value).is_integer()):
