@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -94,7 +95,12 @@ class MotionDetector:
         return background, noise
 
     def detect_video(self, video: Video, progress: bool = False) -> Detections:
-        """Detect moving objects in every frame of ``video``.
+        """Detect moving objects in every frame of ``video`` (:meth:`iter_video`, all at once)."""
+        return Detections.concat([found for _, found in self.iter_video(video, progress)])
+
+    def iter_video(self, video: Video, progress: bool = False, chunk: int = 8) -> Iterator[tuple[int, Detections]]:
+        """Detect moving objects in every frame of ``video``: ``(frames done, their detections)`` every ``chunk``
+        frames.
 
         Background subtraction against the median background, updated selectively (only where no object
         is) so it follows slow lighting changes without absorbing slow objects; then an opening removes
@@ -117,6 +123,9 @@ class MotionDetector:
         parts = []
         for index, frame in tqdm(video.iter_frames(), total=video.num_frames, disable=not progress,
                                  desc=f"motion {video.key}", unit="frame", leave=False):
+            if index % chunk == 0 and index:
+                yield index, Detections.concat(parts)
+                parts = []
             grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
             diff = cv2.absdiff(grey.astype(np.float32), background)
             mask = np.where(diff > threshold, np.uint8(255), np.uint8(0))
@@ -144,7 +153,7 @@ class MotionDetector:
             n = len(boxes)
             parts.append(Detections(np.full(n, index, np.int32), boxes, fill.astype(np.float32),
                                     np.full(n, -1, np.int16), np.zeros((n, 0), np.float16)))
-        return Detections.concat(parts)
+        yield video.num_frames, Detections.concat(parts)
 
 
 def _clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -268,9 +277,23 @@ class HybridDetector:
         return merge_hybrid(self.coco.detect_video(video, progress), self.motion.detect_video(video, progress),
                             self.config.hybrid_cover, self.config.hybrid_margin)
 
+    def iter_video(self, video: Video, progress: bool = False) -> Iterator[tuple[int, Detections]]:
+        """:meth:`detect_video` part by part, as the COCO detector's parts come (the merge is frame by frame)."""
+        blobs = self.motion.iter_video(video, progress)
+        waiting, blobs_done = [], 0
+        for done, coco in self.coco.iter_video(video, progress):
+            while blobs_done < done:
+                blobs_done, found = next(blobs)
+                waiting.append(found)
+            ahead = Detections.concat(waiting)
+            yield done, merge_hybrid(coco, ahead.select(ahead.frame < done), self.config.hybrid_cover,
+                                     self.config.hybrid_margin)
+            waiting = [ahead.select(ahead.frame >= done)]
+
 
 Detector = MotionDetector | YoloDetector | HybridDetector
-"""What :func:`make_detector` builds: ``key``, ``describe()`` and ``detect_video(video, progress)``."""
+"""What :func:`make_detector` builds: ``key``, ``describe()``, ``detect_video(video, progress)`` and
+``iter_video(video, progress)`` (the same detections part by part: ``(frames done, their detections)``)."""
 
 
 def make_detector(config: DetectConfig, device: str = "cpu",
@@ -373,6 +396,10 @@ class DetectionCache:
     def detect_video(self, video: Video, progress: bool = False) -> Detections:
         """The cached detections of ``video``: a cache reads as the detector that filled it."""
         return self.load(video)
+
+    def iter_video(self, video: Video, progress: bool = False) -> Iterator[tuple[int, Detections]]:
+        """:meth:`detect_video` as one part (every frame done)."""
+        yield video.num_frames, self.load(video)
 
     def _write_meta(self, meta: dict) -> None:
         """Write ``meta.json`` only when it says something new (a complete cache may be read-only)."""

@@ -17,7 +17,7 @@ anomaly map, and the regions scored for RBDC/TBDC are the detected boxes with th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
@@ -62,6 +62,26 @@ class ObjectScores:
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ObjectScores:
         tasks = {k[5:]: v for k, v in arrays.items() if k.startswith("task_")}
         return cls(arrays["frame"], arrays["boxes"], tasks, arrays.get("kd_has_classes"), arrays.get("raw_kd"))
+
+
+@dataclass
+class PartScores:
+    """The scores of one group of objects (:meth:`Scorer.score_part`), before :meth:`Scorer.finish`.
+
+    Attributes:
+        count: the objects of the group (n).
+        tasks: ``aot``, ``irr``, ``mid`` -> (n,) raw scores.
+        kd: (n,) distillation discrepancies, those of ``teacher_rows`` still 0; None: no score (no head, or an
+            object that needs the teacher's logits where the model predicts none).
+        teacher_rows: the group's rows whose discrepancy compares the ImageNet teacher's logits.
+        teacher_predictions: the student's predicted logits of those rows.
+    """
+
+    count: int
+    tasks: dict[str, np.ndarray]
+    kd: np.ndarray | None = None
+    teacher_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    teacher_predictions: np.ndarray | None = None
 
 
 class ScoringHeads(nn.Module):
@@ -192,26 +212,55 @@ class Scorer:
                 :meth:`needs_teacher` are read (the others may be anything).
             raw: keep the two kinds of distillation discrepancy as they are (no standardisation).
         """
+        parts = [self.score_part(frames, detections.select(part)) for part in self.parts(len(detections))]
+        return self.finish(detections, parts, teacher_logits, raw)
+
+    def parts(self, n: int) -> list[slice]:
+        """The groups of objects the network sees together (``chunk`` at a time, in order): a path that scores
+        objects as they come (:mod:`ssmtl_core.stream`) takes the same groups, so each object's scores are the
+        same as :meth:`score_objects` gives."""
+        return [slice(i, min(i + self.chunk, n)) for i in range(0, n, self.chunk)]
+
+    def score_part(self, frames: np.ndarray, detections: Detections) -> PartScores:
+        """The scores of one group of :meth:`parts`, but for the distillation scores that need the teacher's
+        logits (kept as predictions until :meth:`finish`)."""
+        sequences = scoring_sequences(frames, detections.frame, detections.boxes, self.sample, rgb=False)
+        pred = self.predict(sequences)
+        tasks = {task: pred[task] for task in ("aot", "irr", "mid") if task in self.heads.names}
+        if "kd_pred" not in self.heads.names:
+            return PartScores(len(detections), tasks)
+        has_classes = self._has_classes(detections)
+        kd = self.distillation_discrepancy(pred["kd_pred"], detections.class_scores, has_classes,
+                                           np.zeros((len(detections), self.kd_layout.get("logits", 0)), np.float32))
+        waiting = np.flatnonzero(~has_classes) if kd is not None else np.zeros(0, np.int64)
+        return PartScores(len(detections), tasks, kd, waiting, pred["kd_pred"][waiting, :self.kd_layout.get("logits", 0)])
+
+    def finish(self, detections: Detections, parts: list[PartScores], teacher_logits: np.ndarray | None = None,
+               raw: bool = False) -> ObjectScores:
+        """The video's :class:`ObjectScores` from its :meth:`score_part` groups, in order (see
+        :meth:`score_objects`)."""
         n = len(detections)
         has_classes = self._has_classes(detections)
         tasks: dict[str, list[np.ndarray]] = {"aot": [], "irr": [], "mid": [], "kd": []}
         kd_missing = False
-        for i in range(0, n, self.chunk):
-            part = slice(i, i + self.chunk)
-            sequences = scoring_sequences(frames, detections.frame[part], detections.boxes[part], self.sample,
-                                          rgb=False)
-            pred = self.predict(sequences)
-            for task in ("aot", "irr", "mid"):
-                if task in self.heads.names:
-                    tasks[task].append(pred[task])
-            if "kd_pred" not in self.heads.names:
-                continue
-            kd = self.distillation_discrepancy(pred["kd_pred"], detections.class_scores[part], has_classes[part],
-                                               None if teacher_logits is None else teacher_logits[part])
-            if kd is None:  # some object lacks what its score needs: no distillation score for this video
-                kd_missing = True
-            else:
-                tasks["kd"].append(kd)
+        start = 0
+        for part in parts:
+            for task, value in part.tasks.items():
+                tasks[task].append(value)
+            if "kd_pred" in self.heads.names:
+                kd = part.kd
+                if kd is not None and len(part.teacher_rows):
+                    if teacher_logits is None:
+                        kd = None  # some object lacks what its score needs: no distillation score for this video
+                    else:
+                        kd = kd.copy()
+                        logits = teacher_logits[start + part.teacher_rows].astype(np.float32)
+                        kd[part.teacher_rows] = np.abs(logits - part.teacher_predictions).mean(1)
+                if kd is None:
+                    kd_missing = True
+                else:
+                    tasks["kd"].append(kd)
+            start += part.count
         if kd_missing:
             tasks["kd"] = []
         result = {k: np.concatenate(v).astype(np.float32) for k, v in tasks.items() if v}

@@ -34,6 +34,7 @@ to the input's edges (1.07x into 256x384 for Ped2) rather than pasted at 1x insi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -610,24 +611,27 @@ class YoloDetector:
 
     def detect_video(self, video: Video, progress: bool = False) -> Detections:
         """Detect objects in every frame of ``video``, ``batch * tiles`` frames per call."""
+        return Detections.concat([found for _, found in self.iter_video(video, progress)], COCO_CLASSES)
+
+    def iter_video(self, video: Video, progress: bool = False) -> Iterator[tuple[int, Detections]]:
+        """:meth:`detect_video` call by call: ``(frames done, their detections)`` after each ``batch * tiles``
+        frames, so that scoring can start on the first frames while the next are detected."""
         chunk = max(1, self.config.batch) * self.tiles
-        parts: list[Detections] = []
         buffer: list[np.ndarray] = []
         indices: list[int] = []
-
-        def flush() -> None:
-            for index, det in zip(indices, self.detect_frames(buffer)):
-                det.frame[:] = index
-                parts.append(det)
-            buffer.clear()
-            indices.clear()
-
         for index, frame in tqdm(video.iter_frames(), total=video.num_frames, disable=not progress,
                                  desc=f"yolo {video.key}", unit="frame", leave=False):
             buffer.append(frame)
             indices.append(index)
             if len(buffer) == chunk:
-                flush()
+                yield index + 1, self._detect_buffer(buffer, indices)
+                buffer, indices = [], []
         if buffer:
-            flush()
+            yield indices[-1] + 1, self._detect_buffer(buffer, indices)
+
+    def _detect_buffer(self, frames: list[np.ndarray], indices: list[int]) -> Detections:
+        parts = []
+        for index, found in zip(indices, self.detect_frames(frames)):
+            found.frame[:] = index
+            parts.append(found)
         return Detections.concat(parts, COCO_CLASSES)
