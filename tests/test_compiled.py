@@ -66,8 +66,10 @@ def test_the_setting_and_its_checks(tmp_path):
     assert choose_compile(model, None, off, None, cpu, planned_steps=10**6) == (None, {"compiled": False,
                                                                                    "reason": "asked for"})
     auto = apply_overrides(get_profile("synthetic"), {"train.compile": "auto"})
-    losses, info = choose_compile(model, None, auto, None, cpu, planned_steps=10)
+    losses, info = choose_compile(model, None, auto, None, cpu, planned_steps=1)  # short whatever a step costs
     assert losses is None and "short run" in info["reason"]
+    losses, info = choose_compile(model, None, auto, None, cpu, planned_steps=1000, eager_seconds=0.05)
+    assert losses is None and "about 50 s of eager steps" in info["reason"]
     losses, info = choose_compile(model, None, auto, None, cpu, planned_steps=10**6, processes=2)
     assert losses is None and "several processes" in info["reason"]
     on = apply_overrides(get_profile("synthetic"), {"train.compile": "on"})
