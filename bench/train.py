@@ -3,6 +3,7 @@
 Usage::
 
     python bench/train.py [--out bench/results/train.json] [--cache DIR] [--quick]
+        [--presets all|shallow_narrow,...] [--paths old,new] [--compile cold,warm] [--rounds 3]
 
 Measured (each written to the JSON, with the machine, the package versions, the date and the load average):
 
@@ -12,12 +13,21 @@ Measured (each written to the JSON, with the machine, the package versions, the 
     training objects; the sampler's default 2 worker threads, ``cv2.setNumThreads(1)``. Also through the
     trainer's prefetching iterator (``train.epoch_batches``: one more thread, batches prepared ahead).
     Target: >= 3000 objects/s on this 2-core machine.
-(b) ``training``: objects/s of full training steps (``train.training_step``: the four losses, backward, Adam) over
-    all four tasks, batch 64, for every preset at 64x64 and for ``shallow_narrow`` at 32x32, on batches
+(b) ``training``: objects/s of full training steps (``precision.training_step``: the four losses, backward, Adam)
+    over all four tasks, batch 64, for every preset at 64x64 and for ``shallow_narrow`` at 32x32, on batches
     made beforehand (so data loading is not timed), after warm-up steps. The distillation target is 1080
     values (1000 ImageNet logits + 80 COCO class scores, the shape with a COCO detector), random here:
-    the step's cost does not depend on its values. Then ``end_to_end``: ``shallow_narrow`` steps fed by the
-    trainer's prefetching sampler, to see whether data loading starves training.
+    the step's cost does not depend on its values. Per preset, the paths of ``--paths``, their steps
+    interleaved (A B C A B C ...) so that every path sees the same machine load, each row with its ratio to
+    eager fp32 (the target: >= 2.0x on a CPU with AMX): ``old`` = eager PyTorch in fp32 and, where the CPU has
+    native bf16, in bf16 (the precision check's passes in fp32: deep_wide's middle-box pass); ``new`` = the
+    compiled path (``ssmtl_core.compiled``) in the precision ``auto`` trains in here. ``compile``: what the
+    compiled path costs, each in a process of its own on the same graph cache folder: ``cold`` (the folder
+    empty: inductor compiles) and ``warm`` (a second process: the graphs are loaded), each the seconds of
+    ``compiled.choose_compile`` (the eager fp32 reference and the first compiled step, compile included) and of
+    a steady step after it; the warm-start overhead is their difference (target <= 30 s). Then
+    ``end_to_end``: ``shallow_narrow`` steps fed by the trainer's prefetching sampler, to see whether data
+    loading starves training.
 (c) ``memory``: peak RSS of this process after preparing the Ped2 training data (detections, decoded frames,
     objects, 85/15 split), after the pipeline and after each preset's training steps (presets run from the
     lightest to the heaviest, so each row's figure is that preset's peak or an earlier one's).
@@ -39,9 +49,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,13 +76,14 @@ BATCH = 64
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from bench.results import finish  # noqa: E402
+from ssmtl_core.compiled import CompiledLosses, cache_folder, choose_compile, graph_cache  # noqa: E402
 from ssmtl_core.config import apply_overrides, get_profile  # noqa: E402
 from ssmtl_core.data import open_dataset  # noqa: E402
 from ssmtl_core.detect import detect_dataset  # noqa: E402
 from ssmtl_core.io import code_provenance, machine_info, package_versions  # noqa: E402
-from ssmtl_core.losses import weighted_total  # noqa: E402
+from ssmtl_core.losses import DistillationTargets, backward_groups, task_losses, weighted_total  # noqa: E402
 from ssmtl_core.model import SSMTLModel  # noqa: E402
-from ssmtl_core.precision import FP32, checked_bf16, native_bf16, training_step  # noqa: E402
+from ssmtl_core.precision import FP32, Precision, checked_bf16, native_bf16, training_step  # noqa: E402
 from ssmtl_core.samples import Batch, SequenceSampler  # noqa: E402
 from ssmtl_core.teachers import TeacherCache, load_teacher  # noqa: E402
 from ssmtl_core.train import batch_rng, epoch_batches  # noqa: E402
@@ -208,11 +221,130 @@ def time_steps(arch: str, batches: list[Batch], kd_targets: np.ndarray, crop: in
             objects += len(batch.index)
             if done >= 2 and time.perf_counter() - timer.wall > budget_s:
                 break
-    return {"arch": arch, "crop": crop, "batch": BATCH, "precision": str(chosen), "warmup_steps": warmup, "steps": done,
+    return {"arch": arch, "crop": crop, "batch": BATCH, "path": "old", "compiled": False, "precision": str(chosen),
+            "warmup_steps": warmup, "steps": done,
             "seconds_per_step": round(timer.wall / done, 3), "objects_per_s": round(objects / timer.wall, 1),
             "objects_per_cpu_s": round(objects / timer.cpu, 1),
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "peak_rss_mb_after": peak_rss_mb(), "load_average_1min_after": round(os.getloadavg()[0], 2)}
+
+
+def path_precision(arch: str, batch: Batch, kd_targets: np.ndarray, crop: int) -> Precision:
+    """bf16 (its non-finite passes in fp32) where the CPU has native bf16, else fp32: what ``auto`` trains in."""
+    if not native_bf16():
+        return FP32
+    torch.manual_seed(0)
+    model = SSMTLModel(arch, KD_DIM, crop_size=crop, kd_probabilities=80).train()
+    return checked_bf16(model, batch, TASKS, kd_targets, 0.5, torch.device("cpu"))[0]
+
+
+def compare_paths(arch: str, batches: list[Batch], kd_targets: np.ndarray, crop: int, paths: tuple[str, ...],
+                  rounds: int, warmup: int, graphs_root: Path) -> list[dict]:
+    """Training steps of each path of ``arch``, interleaved round by round; one row per path, with its ratio to
+    eager fp32. ``graphs_root``: the cache root of the compiled path's graphs (filled by :func:`compile_costs`)."""
+    device = torch.device("cpu")
+    targets = DistillationTargets(kd_targets)
+    chosen = path_precision(arch, batches[0], kd_targets, crop)
+    candidates: dict[str, tuple[Precision, bool]] = {}
+    if "old" in paths:
+        candidates["eager fp32"] = (FP32, False)
+        if chosen != FP32:
+            candidates[f"eager {chosen}"] = (chosen, False)
+    if "new" in paths:
+        candidates[f"compiled {chosen}"] = (chosen, True)
+    runs = {}
+    with graph_cache(graphs_root):
+        for name, (precision, compiled) in candidates.items():
+            torch.manual_seed(0)
+            model = SSMTLModel(arch, KD_DIM, crop_size=crop, kd_probabilities=80).to(device).train()
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            forward = CompiledLosses(model, targets, device, BATCH) if compiled else None
+            runs[name] = (model, optimizer, precision, forward)
+            for i in range(warmup):  # the compiled path's first step loads its graphs
+                training_step(model, optimizer, batches[i % len(batches)], TASKS, targets, 0.5, device, precision,
+                              forward)
+        wall: dict[str, list[float]] = {name: [] for name in runs}
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
+        for r in range(rounds):
+            for name, (model, optimizer, precision, forward) in runs.items():
+                batch = batches[(warmup + r) % len(batches)]
+                with Timer() as timer:
+                    training_step(model, optimizer, batch, TASKS, targets, 0.5, device, precision, forward)
+                wall[name].append(timer.wall)
+                cpu[name].append(timer.cpu)
+    # Validation runs eager in every path (BatchNorm in eval mode, no backward): one forward of each pass.
+    model, _, precision, _ = runs[next(reversed(runs))]
+    model.eval()
+    with torch.no_grad(), Timer() as validation:
+        for group in backward_groups(TASKS):
+            with precision.autocast(device, group):
+                task_losses(model, batches[0], group, targets, device)
+    model.train()
+    rows = []
+    for name, (model, _, precision, forward) in runs.items():
+        seconds, cpu_seconds = float(np.median(wall[name])), float(np.median(cpu[name]))
+        rows.append({"arch": arch, "crop": crop, "batch": BATCH, "path": "new" if forward else "old",
+                     "compiled": forward is not None, "precision": str(precision), "warmup_steps": warmup,
+                     "steps": rounds, "seconds_per_step": round(seconds, 3),
+                     "seconds_per_step_all": [round(x, 3) for x in wall[name]],
+                     "objects_per_s": round(BATCH / seconds, 1), "objects_per_cpu_s": round(BATCH / cpu_seconds, 1),
+                     "parameters": int(sum(p.numel() for p in model.parameters())),
+                     "validation_objects_per_s": round(BATCH / validation.wall, 1),
+                     "peak_rss_mb_after": peak_rss_mb(), "load_average_1min_after": round(os.getloadavg()[0], 2)})
+    base = next((row for row in rows if row["precision"] == "fp32" and not row["compiled"]), None)
+    for row in rows:
+        if base is not None and row is not base:
+            row["speedup_vs_fp32"] = round(row["objects_per_s"] / base["objects_per_s"], 2)
+            row["cpu_speedup_vs_fp32"] = round(row["objects_per_cpu_s"] / base["objects_per_cpu_s"], 2)
+    return rows
+
+
+def compile_costs(arch: str, crop: int, precision: Precision, graphs_root: Path, kinds: tuple[str, ...]) -> dict:
+    """The compiled path's start-up in fresh processes on one graph cache: ``cold`` (empty) then ``warm``."""
+    out = {}
+    for kind in ("cold", "warm"):
+        if kind == "cold" and graphs_root.exists() and kind in kinds:
+            shutil.rmtree(graphs_root)
+        if kind not in kinds:
+            continue
+        command = [sys.executable, str(Path(__file__).resolve()), "--compile-child", arch, "--child-crop", str(crop),
+                   "--child-precision", str(precision), "--child-cache", str(graphs_root),
+                   "--child-threads", str(torch.get_num_threads())]
+        with Timer() as timer:
+            done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        out[kind] = {**json.loads(done.stdout.strip().splitlines()[-1]), "process_seconds": round(timer.wall, 1)}
+    return out
+
+
+def compile_child(arch: str, crop: int, precision: str, cache_root: Path, threads: int) -> dict:
+    """In a process of its own: what a training run pays to start the compiled path (``choose_compile`` with
+    ``train.compile=on``: the eager fp32 reference and the first compiled step), and a steady step after it."""
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    batches = random_batches(2, crop)
+    targets = DistillationTargets(np.random.default_rng(0).normal(size=(2 * BATCH, KD_DIM)).astype(np.float32))
+    torch.manual_seed(0)
+    model = SSMTLModel(arch, KD_DIM, crop_size=crop, kd_probabilities=80).to(device).train()
+    profile = apply_overrides(get_profile("ped2"), {"train.arch": arch, "train.compile": "on",
+                                                    "train.device": "cpu"})
+    chosen = Precision.parse(precision)
+    with graph_cache(cache_root) as folder:
+        with Timer() as choose:
+            compiled, info = choose_compile(model, batches[0], profile, targets, device, chosen, log=lambda *_: None)
+        if compiled is None:
+            raise RuntimeError(f"the compiled path was refused: {info}")
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        with Timer() as steady:
+            training_step(model, optimizer, batches[1], TASKS, targets, 0.5, device, chosen, compiled)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return {"arch": arch, "crop": crop, "precision": precision, "threads": threads,
+            "choose_compile_seconds": round(choose.wall, 1), "first_step_seconds": info["first_step_seconds"],
+            "steady_step_seconds": round(steady.wall, 2),
+            "start_up_overhead_seconds": round(choose.wall - steady.wall, 1),
+            "check_losses": info["check_losses"], "cache_files": len(files),
+            "cache_bytes": sum(p.stat().st_size for p in files)}
 
 
 def end_to_end(sampler: SequenceSampler, index: np.ndarray, kd_targets: np.ndarray, steps: int) -> dict:
@@ -315,13 +447,22 @@ def summary_table(result: dict) -> str:
                  f"{result['training_data']}):")
     machine = result["machine"]
     lines.append(f"  CPU: {machine['cpu']} ({', '.join(machine.get('cpu_flags', [])) or 'no flags read'})")
-    lines.append(f"  {'preset':<16}{'crop':>5}{'precision':>15}{'s/step':>9}{'objects/s':>11}{'per CPU-s':>11}"
-                 f"{'vs fp32':>9}{'params':>11}")
+    lines.append(f"  {'preset':<16}{'crop':>5}{'path':>6}{'precision':>24}{'s/step':>9}{'objects/s':>11}"
+                 f"{'per CPU-s':>11}{'vs fp32':>9}{'(CPU)':>7}{'params':>11}")
     for row in result["training"]:
         ratio = f"{row['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in row else ""
-        lines.append(f"  {row['arch']:<16}{row['crop']:>5}{row.get('precision', 'fp32'):>15}"
+        cpu_ratio = f"{row['cpu_speedup_vs_fp32']:.2f}x" if "cpu_speedup_vs_fp32" in row else ""
+        kind = f"{'compiled' if row.get('compiled') else 'eager'} {row.get('precision', 'fp32')}"
+        lines.append(f"  {row['arch']:<16}{row['crop']:>5}{row.get('path', 'old'):>6}{kind:>24}"
                      f"{row['seconds_per_step']:>9.2f}{row['objects_per_s']:>11.1f}"
-                     f"{row['objects_per_cpu_s']:>11.1f}{ratio:>9}{row['parameters']:>11,}")
+                     f"{row['objects_per_cpu_s']:>11.1f}{ratio:>9}{cpu_ratio:>7}{row['parameters']:>11,}")
+    for arch, costs in result.get("compile", {}).items():
+        parts = [f"{kind} {c['choose_compile_seconds']:.0f} s to start (first step {c['first_step_seconds']:.0f} s, "
+                 f"steady step {c['steady_step_seconds']:.1f} s: overhead {c['start_up_overhead_seconds']:.0f} s)"
+                 for kind, c in costs.items() if isinstance(c, dict)]
+        lines.append(f"  compiled path, {arch}: " + "; ".join(parts) + (
+            f"; warm-start overhead <= 30 s: {verdict(costs['warm']['start_up_overhead_seconds'] <= 30)}"
+            if "warm" in costs else ""))
     e2e = result.get("end_to_end")
     if e2e:
         lines.append(f"  end to end (shallow_narrow {e2e['crop']}, prefetching sampler): {e2e['objects_per_s']:.1f} "
@@ -355,16 +496,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per preset (at most)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed training steps per preset")
     parser.add_argument("--budget", type=float, default=30.0, help="seconds of timed steps per preset (>= 2 steps)")
+    parser.add_argument("--presets", default="all", help="comma-separated presets, or all")
+    parser.add_argument("--paths", default="old,new", help="old (eager fp32, and bf16 where native), new (compiled)")
+    parser.add_argument("--compile", default="cold,warm", help="compile costs measured in fresh processes: cold, "
+                        "warm, both, or none")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timed steps of every path per preset")
     parser.add_argument("--quick", action="store_true", help="few batches and steps: checks that the script runs")
+    parser.add_argument("--compile-child", help=argparse.SUPPRESS)  # a preset: run compile_child, print its JSON
+    parser.add_argument("--child-crop", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--child-precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--child-cache", help=argparse.SUPPRESS)
+    parser.add_argument("--child-threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.compile_child:
+        print(json.dumps(compile_child(args.compile_child, args.child_crop, args.child_precision,
+                                       Path(args.child_cache), args.child_threads or torch.get_num_threads())))
+        return 0
     if args.quick:
         args.pipeline_batches, args.steps, args.warmup, args.budget, args.teacher_objects = 4, 2, 1, 5.0, 64
+        args.rounds = 1
+    presets = PRESETS if args.presets == "all" else tuple(args.presets.split(","))
+    paths = tuple(p for p in args.paths.split(",") if p)
+    kinds = tuple(k for k in args.compile.replace("both", "cold,warm").split(",") if k in ("cold", "warm"))
+    if set(presets) - set(PRESETS) or set(paths) - {"old", "new"}:
+        parser.error(f"--presets takes all or some of {', '.join(PRESETS)}; --paths old and/or new")
 
     cv2.setNumThreads(1)
     notes: list[str] = []
     result: dict = {"benchmark": "train", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "machine": machine_info(), "versions": package_versions(), "code": code_provenance(), "quick": args.quick,
-                    "torch_threads": torch.get_num_threads(),
+                    "torch_threads": torch.get_num_threads(), "presets": list(presets), "paths_run": list(paths),
+                    "compile_kinds": list(kinds), "rounds": args.rounds,
                     # Other work on the machine slows every number down: the load says how busy it was.
                     "load_average_start": [round(x, 2) for x in os.getloadavg()], "targets": TARGETS, "notes": notes}
     temporary = args.cache is None
@@ -396,20 +558,20 @@ def main(argv: list[str] | None = None) -> int:
         kd_targets = np.random.default_rng(0).normal(size=(n_targets, KD_DIM)).astype(np.float32)
 
         print("(b) training steps ...", flush=True)
-        result["training"] = []
-        # Old path (eager fp32, today's default before the precision choice) and new path (bf16 autocast,
-        # where the CPU has it natively) of each preset, interleaved so both see the same machine load.
-        precisions = ("fp32", "bf16") if native_bf16() else ("fp32",)
-        for arch in PRESETS:
-            rows = {}
-            for precision in precisions:
-                print(f"    {arch} 64x64 {precision}", flush=True)
-                rows[precision] = time_steps(arch, batches64, kd_targets, 64, args.warmup, args.steps, args.budget,
-                                             precision)
-            if "bf16" in rows:
-                rows["bf16"]["speedup_vs_fp32"] = round(rows["bf16"]["objects_per_s"] / rows["fp32"]["objects_per_s"], 2)
-            result["training"].extend(rows.values())
-            if arch == "shallow_narrow" and have_ped2:
+        result["training"], result["compile"] = [], {}
+        result["paths"] = {"old": "eager PyTorch, fp32 (and bf16 where native)",
+                           "new": "compiled (torch.compile, inductor), in the precision auto trains in"}
+        for arch in presets:
+            graphs = cache / "graphs" / arch
+            if "new" in paths and kinds:
+                precision = path_precision(arch, batches64[0], kd_targets, 64)
+                print(f"    {arch} 64x64 {precision}: compiling in fresh processes ({', '.join(kinds)})", flush=True)
+                result["compile"][arch] = compile_costs(arch, 64, precision, graphs, kinds)
+                result["compile"][arch]["graph_folder"] = str(cache_folder(graphs).relative_to(cache))
+            print(f"    {arch} 64x64: {', '.join(paths)} paths, {args.rounds} interleaved rounds", flush=True)
+            result["training"].extend(compare_paths(arch, batches64, kd_targets, 64, paths, args.rounds, args.warmup,
+                                                    graphs))
+            if arch == "shallow_narrow" and have_ped2 and "old" in paths:
                 # right after the step-only timing, so that both see the same machine load
                 print("    shallow_narrow 64x64 fed by the prefetching sampler", flush=True)
                 result["end_to_end"] = end_to_end(sampler64, data.train_index, kd_targets, max(args.steps, 3))
