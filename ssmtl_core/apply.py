@@ -4,12 +4,13 @@ Any video file OpenCV reads (or a folder of frames) goes through the checkpoint'
 name), the trained 3D CNN and the profile's scoring, and comes out as an annotated video (boxes coloured by
 anomaly score and the frame-score curve), a CSV of frame scores, a CSV of scored objects and a plot.
 
-Scores are calibrated by default (``docs/method.md``, "Calibrated scores for your own videos"): an object's
-score is the fraction of normal validation objects (the last 15% of each training video) that are less
-unusual, a frame's is that of its most unusual object (smoothed over time as in the paper), and frames at or
-over the checkpoint's threshold (the 99th percentile of the validation objects) form alert segments, listed
-in ``summary.json`` and marked in the CSVs, the plot and the video. A video where nothing unusual happens
-therefore stays under the threshold. ``per_video_minmax`` (``--per-video-minmax``) gives the paper's
+Scores are calibrated by default (``docs/method.md``, "Calibrated scores for your own videos", "Alerts"): an
+object's score is the fraction of normal validation objects (every detection of the last 15% of each training
+video) that are less unusual, a frame's is that of its most unusual object (smoothed over time as in the
+paper), and frames at or over the checkpoint's alert threshold form alert segments of at least its minimum
+length, listed in ``summary.json`` and marked in the CSVs, the plot and the video. The threshold was chosen on
+held-out normal frames for a stated false-alarm rate (:mod:`ssmtl_core.alerts`): on normal footage of the
+scene, that share of frames alerts. ``per_video_minmax`` (``--per-video-minmax``) gives the paper's
 normalisation instead: the most anomalous object of the video scores 1 even when nothing unusual happens, so
 those scores rank the frames of one video and say nothing across videos.
 
@@ -31,7 +32,8 @@ import numpy as np
 import torch
 
 from . import viz
-from .calibration import Calibration, alert_segments
+from .alerts import AlertRule
+from .calibration import Calibration
 from .checkpoint import load_checkpoint, model_from_checkpoint, pick_device
 from .config import TASKS, Profile, ScoreConfig, apply_overrides, profile_from_dict, validate
 from .data.frames import load_frames
@@ -40,7 +42,7 @@ from .detect import make_detector
 from .detections import Detections
 from .errors import SSMTLError
 from .io import atomic_path, code_provenance, package_versions, write_json
-from .runs import checkpoint_calibration
+from .runs import alert_rule, checkpoint_calibration, int8_calibration_inputs, load_run
 from .score import ObjectScores, Scorer, calibrated_frame_scores, score_detections, score_video
 from .teachers import Teacher, load_teacher, middle_crops
 
@@ -64,8 +66,9 @@ class VideoScores:
         frames: (T,) the score of each frame.
         task_curves: each task's frame scores alone.
         calibration: the checkpoint's calibration for ``tasks`` (None: per-video min-max scores).
-        threshold: the alert threshold of calibrated scores (None without calibration).
-        segments: the alert segments (:func:`~ssmtl_core.calibration.alert_segments`; none without calibration).
+        threshold: the alert threshold of calibrated frame scores (None without calibration).
+        segments: the alert segments (:func:`~ssmtl_core.alerts.alert_segments`; none without calibration).
+        rule: the alert rule (None without calibration).
     """
 
     tasks: tuple[str, ...]
@@ -75,6 +78,7 @@ class VideoScores:
     calibration: Calibration | None = None
     threshold: float | None = None
     segments: list[dict] | None = None
+    rule: AlertRule | None = None
 
     def frame_segment(self) -> np.ndarray:
         """(T,) the 1-based alert segment of each frame, 0 outside any."""
@@ -101,8 +105,8 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
         teacher_weights: ImageNet teacher weights, if the checkpoint's default teacher is not wanted.
         progress: progress bars.
         per_video_minmax: the paper's per-video min-max normalisation instead of calibrated scores.
-        threshold: the alert threshold of calibrated scores (default: the checkpoint's, from its validation
-            objects).
+        threshold: the alert threshold of calibrated frame scores (default: the checkpoint's, chosen on held-out
+            normal frames).
         log: where messages go (a checkpoint without calibration says how it gets one).
 
     Returns:
@@ -114,19 +118,21 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
     out = Path(out_dir)
     video = open_video(video_path)
     torch_device = pick_device(device)
-    calibration = None  # first, so that a checkpoint without one fails (or is calibrated) before detection
+    calibration = rule = None  # first, so that a checkpoint without one fails (or is calibrated) before detection
     if not per_video_minmax:
         calibration = checkpoint_calibration(state, checkpoint, tuple(profile.train.tasks), device, progress, log)
+        rule = alert_rule(calibration, checkpoint, log)
+        rule = rule if threshold is None else rule.given(threshold)
     started = time.perf_counter()
     frames = load_frames(video, progress=progress)
     detector = make_detector(profile.detect, str(torch_device))
     detections = detector.detect_video(video, progress)
     detect_seconds = time.perf_counter() - started
-    raw = score_objects(state, profile, checkpoint, frames, detections, torch_device, teacher_weights)
+    raw, backend = score_objects(state, profile, checkpoint, frames, detections, torch_device, teacher_weights)
     if calibration is None:
         scores = minmax_video_scores(raw, video, profile.score)
     else:
-        scores = calibrated_video_scores(raw, video, profile.score, calibration, threshold)
+        scores = calibrated_video_scores(raw, video, profile.score, calibration, rule)
     elapsed = time.perf_counter() - started
 
     out.mkdir(parents=True, exist_ok=True)
@@ -139,10 +145,12 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
                "objects": int(len(detections)), "tasks": list(scores.tasks), "checkpoint": str(checkpoint),
                "arch": profile.train.arch, "detector": detector.describe() | {"class_names": None},
                "score_settings": profile.to_dict()["score"],
+               "score_precision": {"asked": profile.score.inference_precision, "backend": backend},
                "most_anomalous_frames": np.argsort(-scores.frames)[:5].tolist(),
                "scores": "per-video min-max (the paper's)" if calibrated is None else "calibrated",
-               "calibration": None if calibrated is None else calibrated.summary() | {"threshold": scores.threshold} | (
-                   {} if scores.threshold == calibrated.threshold else {"threshold_rule": "given (--threshold)"}),
+               "calibration": None if calibrated is None else calibrated.summary() | {
+                   "threshold": scores.threshold, "threshold_rule": scores.rule.describe()},
+               "alert": None if calibrated is None else scores.rule.summary(),
                "alert_segments": scores.segments,
                "seconds": round(elapsed, 2), "detect_seconds": round(detect_seconds, 2),
                "frames_per_s": round(video.num_frames / elapsed, 1), "device": str(torch_device),
@@ -156,15 +164,38 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
 
 
 def score_objects(state: dict, profile: Profile, checkpoint: str | Path, frames: np.ndarray, detections: Detections,
-                  device: torch.device, teacher_weights: str | None = None) -> ObjectScores:
-    """The raw task scores of a video's detections under a checkpoint (the ImageNet teacher is loaded only when
-    some object's distillation score needs its logits)."""
+                  device: torch.device, teacher_weights: str | None = None) -> tuple[ObjectScores, str]:
+    """The raw task scores of a video's detections under a checkpoint, in the profile's
+    ``score.inference_precision`` (``--score-precision``; ``int8`` is quantized on the run's training objects);
+    the ImageNet teacher is loaded only when some object's distillation score needs its logits.
+
+    Returns:
+        The scores, and the backend that computed them (``openvino-bf16``, ``torch-cpu``, ...): the precision
+        actually used, which a CPU without native bf16 or a GPU may make differ from the one asked.
+    """
+    precision = profile.score.inference_precision
+    # A reduced precision asked for is used whatever the number of objects (by default, compiling waits for a
+    # full chunk of objects, where it pays).
     scorer = Scorer(model_from_checkpoint(state, device, checkpoint), profile.sample, state["kd_layout"], device,
-                    calibration=state.get("calibration"), tasks=profile.train.tasks)
+                    calibration=state.get("calibration"), tasks=profile.train.tasks, precision=precision,
+                    compile=True if precision != "auto" else None,
+                    int8_inputs=_int8_inputs(checkpoint, profile) if precision == "int8" else None)
     teacher = None
     if scorer.needs_teacher(detections).any():
         teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
-    return score_detections(scorer, frames, detections, partial(_teacher_logits, teacher, frames, detections))
+    scores = score_detections(scorer, frames, detections, partial(_teacher_logits, teacher, frames, detections))
+    return scores, scorer.backend
+
+
+def _int8_inputs(checkpoint: str | Path, profile: Profile) -> np.ndarray:
+    """Training objects of the checkpoint's run to quantize on (never the video being scored)."""
+    run = Path(checkpoint).parent
+    if not (run / "run.json").is_file():
+        raise SSMTLError(f"--score-precision int8 quantizes the model on its run's training objects, and {run} has "
+                         "no run.json saying where they are: score from the run folder, or use --score-precision "
+                         "bf16 or fp32.")
+    _, _, dataset, cache = load_run(run)
+    return int8_calibration_inputs(dataset, profile, cache, progress=False, log=lambda *_: None)
 
 
 def _teacher_logits(teacher: Teacher, frames: np.ndarray, detections: Detections, rows: np.ndarray) -> np.ndarray:
@@ -176,17 +207,17 @@ def _scored_tasks(raw: ObjectScores) -> tuple[str, ...]:
 
 
 def calibrated_video_scores(raw: ObjectScores, video: Video, config: ScoreConfig, calibration: Calibration,
-                            threshold: float | None = None) -> VideoScores:
-    """Calibrated object and frame scores, each task's frame curve and the alert segments at ``threshold``
-    (default: the calibration's own)."""
+                            rule: AlertRule | None = None) -> VideoScores:
+    """Calibrated object and frame scores, each task's frame curve and the alert segments of ``rule`` (default:
+    the one stored with the calibration)."""
+    rule = rule or alert_rule(calibration, "the checkpoint")
     calibration = calibration.subset(_scored_tasks(raw))  # all trained tasks, unless one lacks a score
-    threshold = calibration.threshold if threshold is None else float(threshold)
     objects = calibration.object_scores(raw)
     frames = calibrated_frame_scores(objects, raw.frame, video.num_frames, config)
     curves = {task: calibrated_frame_scores(calibration.object_scores(raw, (task,)), raw.frame, video.num_frames,
                                             config) for task in calibration.tasks}
-    segments = alert_segments(frames, threshold, objects, raw.frame, raw.boxes)
-    return VideoScores(_scored_tasks(raw), objects, frames, curves, calibration, threshold, segments)
+    segments = rule.segments(frames, objects, raw.frame, raw.boxes)
+    return VideoScores(_scored_tasks(raw), objects, frames, curves, calibration, rule.threshold, segments, rule)
 
 
 def minmax_video_scores(raw: ObjectScores, video: Video, config: ScoreConfig) -> VideoScores:

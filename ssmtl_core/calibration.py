@@ -9,10 +9,13 @@ needs no test data:
   ImageNet logits for motion blobs) are each standardised by their own validation statistics before they are
   compared (:func:`standardize_discrepancy`; ``docs/method.md``, "Scoring");
 * :class:`Calibration` turns any object's raw task scores into a calibrated score, the fraction of normal
-  validation objects that are less unusual, with a default alert threshold chosen on the validation objects
-  alone; :func:`ssmtl_core.score.calibrated_frame_scores` carries it to frames and :func:`alert_segments` to
-  alerts (``docs/method.md``, "Calibrated scores for your own videos"). ``ssmtl score-video`` reports these by
-  default, and ``ssmtl evaluate`` their AUCs beside the paper's per-video normalisation.
+  validation objects that are less unusual; :func:`ssmtl_core.score.calibrated_frame_scores` carries it to
+  frames and :mod:`ssmtl_core.alerts` decides alerts on those frame scores (``docs/method.md``, "Calibrated
+  scores for your own videos", "Alerts"). ``ssmtl score-video`` reports these by default, and ``ssmtl
+  evaluate`` their AUCs beside the paper's per-video normalisation.
+
+The validation objects are every detection of the validation frames (the last 15% of each training video):
+:func:`ssmtl_core.runs.validation_frame_scores`.
 
 This module is plain NumPy on stored scores: it runs no model and reads no file, so the scorer
 (:mod:`ssmtl_core.score`) builds on it.
@@ -66,8 +69,10 @@ def standardize_discrepancy(kd: np.ndarray, has_classes: np.ndarray, calibration
 
 # -- calibrated scores: raw task scores -> "how unusual, against normal data" ------------------------------
 
-#: The default alert level: the 99th percentile of the validation objects' calibrated scores. An object over
-#: it is more unusual than 99% of the normal validation objects.
+#: The object level :attr:`Calibration.threshold`: the 99th percentile of the validation objects' calibrated
+#: scores (an object over it is more unusual than 99% of normal objects). Not the alert threshold, which is
+#: chosen on frames (:mod:`ssmtl_core.alerts`): a frame of 17 normal objects crosses this one 16% of the time.
+#: Only checkpoints calibrated before frame-level alerts fall back on it.
 ALERT_QUANTILE = 0.99
 #: The share of the highest (and of the lowest) reference scores that each exponential tail is fitted to.
 TAIL_FRACTION = 0.1
@@ -113,6 +118,18 @@ def _tail_scale(reference: np.ndarray, upper: bool) -> float:
         excess = edge - reference[reference <= edge]
     floor = 1e-6 * max(1.0, float(np.abs(reference).max()))
     return max(float(excess.mean()) if excess.size else 0.0, floor)
+
+
+def select_objects(validation: dict, rows: np.ndarray) -> dict:
+    """The stored validation scores of some objects only (``rows``: a boolean mask or indices): every per-object
+    entry (``tasks``, ``kd_has_classes``, ``classes``, ``clip``, ``frame``) cut alike, as NumPy arrays."""
+    n = int(validation.get("objects") or len(next(iter(validation["tasks"].values()))))
+    out = {"tasks": {t: np.asarray(v)[rows] for t, v in validation["tasks"].items()}}
+    for name in ("kd_has_classes", "classes", "clip", "frame"):
+        if name in validation and len(validation[name]) == n:
+            out[name] = np.asarray(validation[name])[rows]
+    out["objects"] = int(len(next(iter(out["tasks"].values()))))
+    return out
 
 
 def empirical_cdf(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -164,9 +181,9 @@ class Calibration:
        (:func:`empirical_cdf` again): 0.995 means "more unusual than 99.5% of normal objects", in any video,
        whatever else the video holds.
 
-    The default alert threshold (:attr:`threshold`) is the 99th percentile (:data:`ALERT_QUANTILE`) of the
-    validation objects' calibrated scores: normal data alone, no test labels. The validation objects are the
-    last 15% of each training video, never trained on.
+    :attr:`threshold` is the 99th percentile (:data:`ALERT_QUANTILE`) of the validation objects' calibrated
+    scores: an object-level reference, not the alert threshold (chosen on frames: :mod:`ssmtl_core.alerts`). The
+    validation objects are every detection in the last 15% of each training video, never trained on.
 
     The hybrid detector's distillation discrepancy has two kinds (detector class scores, teacher logits) on
     different scales; each kind is read against the validation objects of its own kind when they number at
@@ -184,7 +201,7 @@ class Calibration:
         if not names:
             raise SSMTLError("the calibration holds no validation scores of the trained tasks")
         self.tasks = tuple(names)
-        self._validation = validation
+        self.validation = validation
         self.objects = int(min(len(stored[t]) for t in self.tasks))
         self._tasks = {t: _Reference(stored[t]) for t in self.tasks}
         has = np.asarray(validation.get("kd_has_classes", np.zeros(0, bool)), bool)
@@ -258,39 +275,14 @@ class Calibration:
             return self
         cache = self.__dict__.setdefault("_subsets", {})
         if key not in cache:
-            cache[key] = Calibration(self._validation, key)
+            cache[key] = Calibration(self.validation, key)
         return cache[key]
 
     def summary(self) -> dict:
         """What ``summary.json`` and ``metrics.json`` say about the calibration."""
-        return {"validation_objects": self.objects, "tasks": list(self.tasks), "threshold": round(self.threshold, 6),
-                "threshold_rule": f"{100 * ALERT_QUANTILE:g}th percentile of the calibrated scores of the "
-                                  f"{self.objects} normal validation objects",
+        return {"validation_objects": self.objects, "tasks": list(self.tasks),
+                "object_threshold": round(self.threshold, 6),
+                "object_threshold_rule": f"{100 * ALERT_QUANTILE:g}th percentile of the calibrated scores of the "
+                                         f"{self.objects} normal validation objects (not the alert threshold)",
                 "score": "fraction of the normal validation objects that are less unusual (per-task surprises "
                          "-log(1 - p) summed, read against the validation objects' sums)"}
-
-
-def alert_segments(frame_scores: np.ndarray, threshold: float, object_scores: np.ndarray, frame: np.ndarray,
-                   boxes: np.ndarray) -> list[dict]:
-    """The runs of consecutive frames whose calibrated frame score reaches ``threshold``.
-
-    Returns:
-        One record per run, in time order: ``start`` and ``end`` frame (inclusive), ``frames``, the highest
-        frame score ``peak_frame_score``, and the run's most unusual object ``peak_object``
-        (``frame``, ``box``, ``score``; None when the run's frames have no objects).
-    """
-    over = np.asarray(frame_scores) >= threshold
-    edges = np.flatnonzero(np.diff(np.r_[0, over.astype(np.int8), 0]))
-    frame = np.asarray(frame, int)
-    segments = []
-    for start, stop in zip(edges[::2], edges[1::2]):
-        inside = np.flatnonzero((frame >= start) & (frame < stop))
-        peak = None
-        if len(inside):
-            i = inside[np.argmax(np.asarray(object_scores)[inside])]
-            peak = {"frame": int(frame[i]), "box": [round(float(v), 1) for v in np.asarray(boxes)[i][:4]],
-                    "score": round(float(object_scores[i]), 6)}
-        segments.append({"start": int(start), "end": int(stop - 1), "frames": int(stop - start),
-                         "peak_frame_score": round(float(np.max(frame_scores[start:stop])), 6),
-                         "peak_object": peak})
-    return segments

@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (best.pt, last.pt, history.csv, run.json)")
     p.add_argument("--teacher-weights", help="state dict of the ImageNet teacher")
 
-    p = sub.add_parser("calibrate", help="store a run's validation scores in its best.pt (for calibrated scores "
-                                         "with a checkpoint written before they existed)")
+    p = sub.add_parser("calibrate", help="store a run's validation scores and alert rule in its best.pt (for a "
+                                         "checkpoint written before they existed)")
     p.add_argument("--run", required=True, help="run folder written by ssmtl train")
     p.add_argument("--root", help="dataset folder (default: the one the run used)")
     p.add_argument("--cache", help="cache folder (default: the one the run used)")
@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the paper's per-video min-max normalisation instead of calibrated scores (the most unusual "
                         "object of any video then scores 1, and there are no alerts)")
     p.add_argument("--threshold", type=float,
-                   help="alert threshold of the calibrated scores, in (0, 1) (default: the checkpoint's, the 99th "
-                        "percentile of its normal validation objects)")
+                   help="alert threshold of the calibrated frame scores, in (0, 1) (default: the checkpoint's, "
+                        "chosen on held-out normal frames for a 0.5%% false-alarm rate)")
     return parser
 
 

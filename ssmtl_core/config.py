@@ -110,6 +110,9 @@ class SampleConfig:
         min_box_size: boxes smaller than this (pixels, either side) are ignored.
         train_frame_stride: take training objects from every k-th frame (1 = all; CPU runs subsample).
         max_train_objects: cap on training objects (0 = no cap), drawn evenly over the videos.
+        exclude_train_videos: names of training videos left out of training and calibration altogether (the
+            leave-one-video-out measurement of false alarms on normal footage the model never saw,
+            ``bench/alerts.py``); part of the run's settings, so a run without them never resumes one with.
     """
 
     crop_size: int = 64
@@ -118,6 +121,7 @@ class SampleConfig:
     min_box_size: int = 4
     train_frame_stride: int = 1
     max_train_objects: int = 0
+    exclude_train_videos: tuple[str, ...] = ()
 
 
 @dataclass
@@ -440,6 +444,9 @@ def validate(profile: Profile) -> None:
         _refuse("detect.imgsz", profile.detect.imgsz, "a multiple of 32, or 0 for the frame's own size")
     if profile.detect.tiles not in (1, 2, 4):
         _refuse("detect.tiles", profile.detect.tiles, "1, 2 or 4")
+    excluded = profile.sample.exclude_train_videos
+    if not isinstance(excluded, tuple) or not all(isinstance(name, str) for name in excluded):
+        _refuse("sample.exclude_train_videos", excluded, "training video names, e.g. 01,02")
 
 
 #: (setting, lowest, highest or None, highest included): the numeric ranges :func:`validate` enforces.

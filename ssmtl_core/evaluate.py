@@ -8,7 +8,9 @@ region scores with the profile's published smoothing (never tuned on test labels
 and what produced them) and ``frame_scores.csv``. Beside the paper's protocol, ``metrics.json`` holds the
 micro and macro AUC of the calibrated scores (``calibrated``; ``docs/method.md``, "Calibrated scores for your
 own videos"): scores read against the run's normal validation objects instead of min-max normalised per test
-video, with the alert threshold chosen on those objects, so no test label chooses anything.
+video, with the alert threshold chosen on held-out normal frames, so no test label chooses anything; and
+``alerts``: how the alerts meet the labelled events (events alerted, delays, normal frames alerted;
+:func:`ssmtl_core.alerts.alert_events`), reported only.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .alerts import BORDER_SIGMAS, AlertRule, alert_events, fallback_rule
 from .calibration import Calibration
 from .config import TASKS, ScoreConfig, apply_overrides
 from .data.layouts import Dataset
 from .errors import SSMTLError
 from .io import atomic_path, code_provenance, package_versions, read_json, write_json
 from .metrics import Regions, Tracks, macro_auc, micro_auc, per_video_auc, rbdc_tbdc, tracks_from_masks
-from .runs import checkpoint_calibration, load_run, object_scores_for_run
+from .runs import alert_rule, checkpoint_calibration, load_run, object_scores_for_run
 from .score import ObjectScores, calibrated_frame_scores, minmax, score_video, task_subsets
 
 
@@ -120,22 +123,50 @@ def evaluate_scores(dataset: Dataset, object_scores: list[ObjectScores], config:
 
 
 def calibrated_scores(dataset: Dataset, object_scores: list[ObjectScores], calibration: Calibration,
-                      config: ScoreConfig) -> tuple[dict, list[np.ndarray]]:
+                      config: ScoreConfig, rule: AlertRule | None = None) -> tuple[dict, list[np.ndarray]]:
     """The calibrated variant: frame scores read against the normal validation objects, and their AUCs.
 
     Returns:
-        (metrics, curves): micro and macro AUC, the threshold and the share of normal and of abnormal test
-        frames at or over it (reported, never used to choose anything); the per-video calibrated frame scores.
+        (metrics, curves): micro and macro AUC, the alert threshold (``rule``'s, default the one stored with the
+        calibration) and the share of normal and of abnormal test frames at or over it (reported, never used to
+        choose anything); the per-video calibrated frame scores.
     """
+    rule = rule or alert_rule(calibration, "the checkpoint")
     labels = [v.labels for v in dataset.test]
     curves = [calibrated_frame_scores(calibration.object_scores(s), s.frame, v.num_frames, config)
               for v, s in zip(dataset.test, object_scores)]
-    over, truth = np.concatenate(curves) >= calibration.threshold, np.concatenate(labels).astype(bool)
+    over, truth = np.concatenate(curves) >= rule.threshold, np.concatenate(labels).astype(bool)
     metrics = {"micro_auc": micro_auc(labels, curves), "macro_auc": macro_auc(labels, curves),
-               "threshold": calibration.threshold, "validation_objects": calibration.objects,
+               "threshold": rule.threshold, "validation_objects": calibration.objects,
                "normal_frames_over_threshold": float(over[~truth].mean()) if (~truth).any() else None,
                "abnormal_frames_over_threshold": float(over[truth].mean()) if truth.any() else None}
     return metrics, curves
+
+
+def alert_report(dataset: Dataset, object_scores: list[ObjectScores], curves: list[np.ndarray],
+                 calibration: Calibration, rule: AlertRule, config: ScoreConfig) -> dict:
+    """``metrics.json``'s ``alerts``: how the run's alerts meet the labelled abnormal events of the test videos
+    (:func:`ssmtl_core.alerts.alert_events`): reported, never used to choose anything.
+
+    Beside the rule's numbers, the same counts for the per-object rule it replaced (the 99th percentile of the
+    validation objects, one frame enough) and the mean objects per test frame, which together say why a
+    per-object threshold alerts on so many normal frames.
+    """
+    labels = [v.labels for v in dataset.test]
+    border = BORDER_SIGMAS * config.gauss_sigma if config.gauss_taps and config.gauss_taps > 1 else None
+    report = {"rule": rule.summary(), **alert_events(labels, curves, rule, border)}
+    if border is not None:
+        report["border_frames"] = border
+    old = fallback_rule(calibration)
+    if old.threshold != rule.threshold or old.min_frames != rule.min_frames:
+        counts = alert_events(labels, curves, old)
+        report["object_rule"] = {"threshold": round(old.threshold, 6), "rule": old.describe(),
+                                 **{k: counts[k] for k in ("events_alerted", "normal_frames_over_threshold",
+                                                           "false_segments_per_1000_normal_frames")}}
+    frames = sum(v.num_frames for v in dataset.test)
+    report["objects_per_frame"] = round(sum(len(s.frame) for s in object_scores) / frames, 2) if frames else None
+    report["note"] = "from the test labels: reported, never used to choose the rule or anything else"
+    return report
 
 
 def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None,
@@ -169,14 +200,17 @@ def evaluate_run(run_dir: str | Path, root: str | Path | None = None, cache_root
     try:
         calibration = checkpoint_calibration(state, run / "best.pt", tuple(metrics["tasks"]), device, progress, log,
                                              root=dataset.root, cache_root=cache)
-        calibrated = calibrated_scores(dataset, object_scores, calibration, profile.score)[0]
+        rule = alert_rule(calibration, run / "best.pt", log)
+        calibrated, calibrated_curves = calibrated_scores(dataset, object_scores, calibration, profile.score, rule)
+        alerts = alert_report(dataset, object_scores, calibrated_curves, calibration, rule, profile.score)
     except SSMTLError as exc:  # the paper's numbers stand without it
         log(f"calibrated scores skipped: {exc}")
-        calibrated = {"skipped": str(exc)}
+        calibrated = alerts = {"skipped": str(exc)}
     teacher = state["caches"].get("teacher")
     report = {
         **metrics,
         "calibrated": calibrated,
+        "alerts": alerts,
         "dataset": dataset.summary(),
         "profile": profile.name,
         "arch": profile.train.arch,

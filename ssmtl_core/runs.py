@@ -8,8 +8,10 @@ here once:
 * :func:`load_run` - a run folder -> its best checkpoint, profile, dataset and cache folder;
 * :func:`object_scores_for_run` - the raw task scores of every test object (cached per video), what
   :mod:`ssmtl_core.evaluate` and the notebooks turn into frame scores;
-* :func:`validation_scores` and :func:`store_validation_scores` - the raw task scores of the normal validation
-  objects, stored in ``best.pt`` at the end of training (:func:`ssmtl_core.train.train`);
+* :func:`validation_frame_scores` - the raw task scores of every detection of the validation frames (the last
+  15% of each training video: normal footage never trained on), per training video;
+* :func:`validation_scores` and :func:`store_validation_scores` - those scores and the alert rule chosen on them
+  (:mod:`ssmtl_core.alerts`), stored in ``best.pt`` at the end of training (:func:`ssmtl_core.train.train`);
 * :func:`calibrate_run` (``ssmtl calibrate``) and :func:`checkpoint_calibration` - the same for a checkpoint
   written before calibration existed, rebuilt from its run folder.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -25,9 +28,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .alerts import ALERT_RATE, AlertRule, choose_alert_rule, crossfit_frame_scores, fallback_rule
 from .calibration import Calibration
 from .checkpoint import load_checkpoint, model_from_checkpoint, pick_device
-from .config import Profile, profile_from_dict
+from .config import TASKS, Profile, profile_from_dict
 from .data.frames import load_frames
 from .data.layouts import Dataset, open_dataset
 from .detect import detect_dataset
@@ -37,7 +41,7 @@ from .io import atomic_path, file_sha256, load_npz, read_json, save_npz, stable_
 from .samples import objects_from_detections, scoring_sequences
 from .score import ObjectScores, Scorer, score_detections
 from .teachers import TeacherCache, load_teacher
-from .training_data import TrainingData, prepare_training_data
+from .training_data import TrainingData, prepare_training_data, training_videos
 
 
 def load_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None
@@ -121,14 +125,14 @@ def int8_calibration_inputs(dataset: Dataset, profile: Profile, cache_root: Path
     """The consecutive sequences of ``count`` training objects spread evenly over the training videos: what
     int8 quantization calibrates on (never a test object)."""
     detections = detect_dataset(dataset, profile.detect, cache_root, splits=("train",), progress=progress, log=log)
-    per_video = [detections.load(v) for v in dataset.train]
-    objects = objects_from_detections(per_video, [v.num_frames for v in dataset.train], profile.sample,
-                                      training=True)
+    videos = training_videos(dataset, profile.sample)  # not a video the run left out
+    per_video = [detections.load(v) for v in videos]
+    objects = objects_from_detections(per_video, [v.num_frames for v in videos], profile.sample, training=True)
     pick = np.unique(np.linspace(0, len(objects) - 1, min(count, len(objects))).astype(int))
     parts = []
     for v in np.unique(objects.video[pick]):
         rows = pick[objects.video[pick] == v]
-        frames = load_frames(dataset.train[v], cache_root / dataset.cache_id / "frames")
+        frames = load_frames(videos[v], cache_root / dataset.cache_id / "frames")
         parts.append(scoring_sequences(frames, objects.frame[rows], objects.boxes[rows], profile.sample, rgb=False))
     return np.concatenate(parts)
 
@@ -136,14 +140,106 @@ def int8_calibration_inputs(dataset: Dataset, profile: Profile, cache_root: Path
 # -- the validation objects of a run: what calibrates its scores ---------------------------------------------
 
 
-def validation_scores(state: dict, data: TrainingData, profile, device: torch.device) -> dict:
-    """Raw task scores of the validation objects under a checkpoint (stored in it as ``calibration``).
+@dataclass
+class ValidationClip:
+    """The raw task scores of every detection in the validation frames of one training video.
+
+    Attributes:
+        video: the video's index among the run's training videos (:attr:`TrainingData.frames`).
+        start: its first validation frame; the clip runs to the video's end.
+        frames: the clip's length in frames.
+        scores: raw task scores (the distillation discrepancy not standardised), frame numbers of the whole
+            video, ``kd_has_classes`` the kind of each distillation score.
+        classes: (N,) each detection's COCO class, -1 for a class-agnostic motion blob.
+    """
+
+    video: int
+    start: int
+    frames: int
+    scores: ObjectScores
+    classes: np.ndarray
+
+
+def validation_frame_scores(state: dict, data: TrainingData, profile: Profile, device: torch.device
+                            ) -> list[ValidationClip]:
+    """The raw task scores of every detection in the validation frames of each training video, as ``score-video``
+    scores a video: the normal footage (never trained on) that calibrates scores and chooses the alert rule.
 
     Args:
         state: the checkpoint (its model and distillation layout are used).
-        data: the training data the run used (its validation objects, frames and distillation targets).
+        data: the run's training data, with its :attr:`~ssmtl_core.training_data.TrainingData.validation_frames`.
         profile: the run's settings.
         device: where to score.
+
+    Returns:
+        One :class:`ValidationClip` per training video with validation frames (none when the data has none).
+    """
+    if not data.validation_frames:
+        return []
+    precision = profile.score.inference_precision
+    scorer = Scorer(model_from_checkpoint(state, device), profile.sample, state["kd_layout"], device,
+                    tasks=profile.train.tasks, precision="auto" if precision == "int8" else precision)
+    clips = []
+    for part in data.validation_frames:
+        frames = data.frames[part.video]
+        scores = scorer.score_objects(frames, part.detections, part.teacher_logits, raw=True)
+        clips.append(ValidationClip(part.video, part.start, len(frames) - part.start, scores,
+                                    part.detections.classes.astype(np.int16)))
+    return clips
+
+
+def validation_scores(state: dict, data: TrainingData, profile, device: torch.device) -> dict:
+    """What calibrates a checkpoint (stored in it as ``calibration``): the raw task scores of every detection of
+    the validation frames (:func:`validation_frame_scores`) and the alert rule chosen on their frames.
+
+    Args:
+        state: the checkpoint (its model and distillation layout are used).
+        data: the training data the run used (its validation frames and their detections).
+        profile: the run's settings.
+        device: where to score.
+
+    Returns:
+        ``{"objects": n, "tasks": {task: (n,) float32 tensor}, "kd_has_classes": (n,) bool tensor, "classes":
+        (n,) int16 tensor (-1: motion blob), "clip": (n,) and "frame": (n,) int32 tensors (each object's
+        validation clip and frame), "clips": {"video", "start", "frames"}, "alert": the rule
+        (:class:`~ssmtl_core.alerts.AlertRule`) with the cross-fitted normal frame scores it was chosen on}``.
+        Training data without validation frames (unpacked from a bundle) gives the scores of the validation
+        objects alone, and no alert rule.
+    """
+    clips = validation_frame_scores(state, data, profile, device)
+    if not clips:
+        return validation_object_scores(state, data, profile, device)
+    tasks = sorted({t for c in clips for t in c.scores.tasks}, key=TASKS.index)
+    tasks = [t for t in tasks if all(t in c.scores.tasks for c in clips)]
+    has = [c.scores.kd_has_classes if c.scores.kd_has_classes is not None else np.zeros(len(c.classes), bool)
+           for c in clips]
+    stored = {"objects": int(sum(len(c.classes) for c in clips)),
+              "source": "every detection of the validation frames (the last "
+                        f"{100 * profile.train.val_fraction:g}% of each training video)",
+              "tasks": {t: torch.from_numpy(np.concatenate([c.scores.tasks[t] for c in clips]).astype(np.float32))
+                        for t in tasks},
+              "kd_has_classes": torch.from_numpy(np.concatenate(has).astype(bool)),
+              "classes": torch.from_numpy(np.concatenate([c.classes for c in clips]).astype(np.int16)),
+              "clip": torch.from_numpy(np.concatenate([np.full(len(c.classes), k, np.int32)
+                                                       for k, c in enumerate(clips)])),
+              "frame": torch.from_numpy(np.concatenate([c.scores.frame for c in clips]).astype(np.int32)),
+              "clips": {"video": [c.video for c in clips], "start": [c.start for c in clips],
+                        "frames": [c.frames for c in clips]}}
+    if stored["objects"]:
+        info = [{"start": c.start, "frames": c.frames} for c in clips]
+        normal = crossfit_frame_scores(stored, info, profile.score)
+        source = ("cross-fitted normal validation frames: each training video's validation frames read against "
+                  "the other videos' validation objects" if len(clips) > 1 else
+                  "normal validation frames of the one training video, read against themselves (in-sample)")
+        rule = choose_alert_rule(normal, profile.score, ALERT_RATE, source)
+        stored["alert"] = rule.to_state() | {
+            "normal_frame_scores": torch.from_numpy(np.concatenate(normal).astype(np.float64))}
+    return stored
+
+
+def validation_object_scores(state: dict, data: TrainingData, profile, device: torch.device) -> dict:
+    """Raw task scores of the validation objects of the 85/15 split alone (what calibrated checkpoints before
+    :func:`validation_frame_scores` existed; still the way for training data without validation frames).
 
     Returns:
         ``{"objects": n, "tasks": {task: (n,) float32 tensor}, "kd_has_classes": (n,) bool tensor}``.
@@ -180,7 +276,7 @@ def store_validation_scores(best: Path, data: TrainingData, profile: Profile, de
     if not best.is_file() or not len(data.val_index):
         return
     state = load_checkpoint(best, device)
-    if "calibration" in state:
+    if "alert" in (state.get("calibration") or {}):
         return
     state["calibration"] = validation_scores(state, data, profile, device)
     _save_state(best, state)
@@ -207,18 +303,21 @@ def run_validation_scores(run_dir: str | Path, root: str | Path | None = None, c
 
 def calibrate_run(run_dir: str | Path, root: str | Path | None = None, cache_root: str | Path | None = None,
                   device: str = "auto", force: bool = False, progress: bool = True, log=print) -> dict:
-    """``ssmtl calibrate``: add the validation scores to a run's ``best.pt`` (checkpoints written before
-    training stored them); written atomically. Returns the calibration's summary."""
+    """``ssmtl calibrate``: add the validation scores and the alert rule to a run's ``best.pt`` (checkpoints
+    written before training stored them, or before frame-level alerts existed); written atomically. Returns the
+    calibration's summary, with the alert rule's."""
     best = Path(run_dir) / "best.pt"
     state = load_checkpoint(best)
-    if force or not (state.get("calibration") or {}).get("objects"):
+    stored = state.get("calibration") or {}
+    if force or not stored.get("objects") or "alert" not in stored:
         state["calibration"] = run_validation_scores(run_dir, root, cache_root, device, progress, log)
         _save_state(best, state)
         log(f"{best}: calibration stored ({state['calibration']['objects']} validation objects)")
     else:
-        log(f"{best} already holds its calibration ({state['calibration']['objects']} validation objects); "
-            "--force recomputes it")
-    return Calibration(state["calibration"], tuple(state["profile"]["train"]["tasks"])).summary()
+        log(f"{best} already holds its calibration ({state['calibration']['objects']} validation objects) and "
+            "alert rule; --force recomputes them")
+    calibration = Calibration(state["calibration"], tuple(state["profile"]["train"]["tasks"]))
+    return calibration.summary() | {"alert": alert_rule(calibration, best, log).summary()}
 
 
 def checkpoint_calibration(state: dict, checkpoint: str | Path, tasks: tuple[str, ...], device: str = "auto",
@@ -248,3 +347,16 @@ def checkpoint_calibration(state: dict, checkpoint: str | Path, tasks: tuple[str
         raise SSMTLError(f"{checkpoint} holds no calibration and it could not be rebuilt from {run_dir} ({exc}): "
                          f"{how}.") from None
     return Calibration(validation, tasks)
+
+
+def alert_rule(calibration: Calibration, checkpoint: str | Path, log=print) -> AlertRule:
+    """The alert rule stored with a checkpoint's calibration, or, for one calibrated before frame-level alerts,
+    the fallback (the 99th percentile of the validation objects, one frame enough) with a message saying how to
+    get a rule chosen on normal frames."""
+    stored = calibration.validation.get("alert")
+    if stored:
+        return AlertRule.from_state(stored)
+    log(f"{checkpoint} predates frame-level alerts: its threshold is the 99th percentile of the validation "
+        "objects, which many normal frames cross; run `ssmtl calibrate --run "
+        f"{Path(checkpoint).parent}` to choose one on normal frames")
+    return fallback_rule(calibration)

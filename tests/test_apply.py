@@ -106,17 +106,24 @@ def test_score_video_writes_annotated_video_csv_and_plot(trained, tmp_path):
 
 
 def _check_alerts(out, threshold: float) -> list[dict]:
-    """The alert segments of a score-video folder are the runs of frames scoring at least ``threshold``, in the
-    summary and in both CSVs alike; an object is over the threshold when its own score is."""
+    """The alert segments of a score-video folder are the runs of frames scoring at least ``threshold`` (short
+    gaps joined, short runs dropped: the summary's ``min_frames``), in the summary and in both CSVs alike; an
+    object is over the threshold when its own score is."""
+    from ssmtl_core.alerts import alert_runs
+
     summary = json.loads((out / "summary.json").read_text())
     assert summary["calibration"]["threshold"] == pytest.approx(threshold)
+    assert summary["alert"]["threshold"] == pytest.approx(threshold, abs=1e-6)
+    min_frames = summary["alert"]["min_frames"]
     with open(out / "frame_scores.csv") as handle:
         rows = list(csv.DictReader(handle))
     scores = np.array([float(r["score"]) for r in rows])
     marked = np.array([int(r["alert_segment"]) for r in rows])
-    clear = np.abs(scores - threshold) > 1e-6  # the CSV rounds scores to 6 decimals
-    np.testing.assert_array_equal((marked > 0)[clear], (scores >= threshold)[clear])
     segments = summary["alert_segments"]
+    # the CSV rounds scores to 6 decimals: a frame within that of the threshold may fall on either side
+    assert [(s["start"], s["end"] + 1) for s in segments] in (alert_runs(scores >= threshold - 1e-6, min_frames),
+                                                             alert_runs(scores >= threshold + 1e-6, min_frames))
+    assert all(s["frames"] >= min_frames for s in segments)
     expected = np.zeros(len(rows), int)
     for k, segment in enumerate(segments, 1):
         assert segment["frames"] == segment["end"] - segment["start"] + 1
@@ -124,7 +131,7 @@ def _check_alerts(out, threshold: float) -> list[dict]:
         assert segment["peak_frame_score"] == pytest.approx(scores[segment["start"]:segment["end"] + 1].max(),
                                                             abs=1e-5)
     np.testing.assert_array_equal(marked, expected)
-    assert all(a["end"] + 1 < b["start"] for a, b in zip(segments, segments[1:])), "segments are maximal runs"
+    assert all(a["end"] + min_frames < b["start"] for a, b in zip(segments, segments[1:])), "gaps are joined"
     with open(out / "objects.csv") as handle:
         objects = list(csv.DictReader(handle))
     assert objects
@@ -174,6 +181,44 @@ def test_score_video_and_evaluate_give_the_same_frame_scores(trained, tmp_path):
     assert len(scored) == len(evaluated) == video.num_frames
     assert evaluated.max() > 0, "the video has scored objects"
     np.testing.assert_allclose(scored, evaluated, atol=1e-4)
+
+
+def test_score_precision_is_the_one_used(trained, tmp_path):
+    """``--score-precision`` reaches the scorer: summary.json names the precision asked and the backend that
+    scored (OpenVINO's own report of the precision it ran), and the scores move with it. On a CPU without native
+    bf16, OpenVINO runs a bf16 request in fp32 and the summary says so."""
+    from ssmtl_core.precision import native_bf16
+    from ssmtl_core.runtime import openvino_available
+
+    base, dataset = trained
+    clip = dataset.test[0].source.path
+
+    def scored(precision: str) -> tuple[dict, np.ndarray]:
+        out = tmp_path / precision
+        assert main(["score-video", str(clip), "--checkpoint", str(base / "run" / "best.pt"), "--out", str(out),
+                     "--device", "cpu", "--format", "gif", "--score-precision", precision]) == 0
+        with open(out / "objects.csv") as handle:
+            raw = np.array([float(r["sum_raw"]) for r in csv.DictReader(handle)])
+        return json.loads((out / "summary.json").read_text()), raw
+
+    results = {precision: scored(precision) for precision in ("fp32", "bf16", "int8")}
+    for precision, (summary, _) in results.items():
+        assert summary["score_precision"]["asked"] == precision == summary["score_settings"]["inference_precision"]
+    backends = {precision: summary["score_precision"]["backend"] for precision, (summary, _) in results.items()}
+    if not openvino_available():
+        assert set(backends.values()) == {"torch-cpu"}, backends  # PyTorch scores in fp32 whatever was asked
+        return
+    assert backends["fp32"] == "openvino-fp32" and backends["int8"] == "openvino-int8"
+    assert backends["bf16"] == ("openvino-bf16" if native_bf16() else "openvino-fp32")
+    reference = results["fp32"][1]
+    for precision in ("bf16", "int8"):
+        got = results[precision][1]
+        assert len(got) == len(reference) > 0
+        if backends[precision] == "openvino-fp32":
+            np.testing.assert_allclose(got, reference, atol=1e-5)  # the fallback is fp32 indeed
+        else:
+            assert not np.allclose(got, reference, atol=1e-6), precision  # a reduced precision was really used
+            assert np.corrcoef(got, reference)[0, 1] > 0.9, precision
 
 
 @pytest.mark.parametrize("precision", ["auto", "int8"])

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from ssmtl_core.alerts import ALERT_RATE, alert_segments
 from ssmtl_core.calibration import (
     ALERT_QUANTILE,
     MIN_CALIBRATION_OBJECTS,
     Calibration,
-    alert_segments,
     empirical_cdf,
     surprise,
 )
@@ -197,6 +197,35 @@ def test_normal_clip_has_no_alert_and_abnormal_clip_alerts_on_its_anomaly(quick_
 
 
 @pytest.mark.slow
+def test_calibration_reads_every_detection_of_the_validation_frames_and_stores_the_alert_rule(quick_run):
+    from ssmtl_core.checkpoint import load_checkpoint
+    from ssmtl_core.config import load_profile
+    from ssmtl_core.detect import detect_dataset
+
+    base, dataset = quick_run
+    stored = load_checkpoint(base / "run" / "best.pt")["calibration"]
+    profile = load_profile("synthetic", overrides=QUICK)
+    detections = detect_dataset(dataset, profile.detect, base / "cache", splits=("train",), progress=False,
+                                log=lambda *_: None)
+    clips = stored["clips"]
+    assert clips["video"] == list(range(len(dataset.train)))  # every training video has a validation part
+    clip, frame = stored["clip"].numpy(), stored["frame"].numpy()
+    for k, (video, start, frames) in enumerate(zip(clips["video"], clips["start"], clips["frames"])):
+        dets = detections.load(dataset.train[video])
+        assert start + frames == dataset.train[video].num_frames and 0.05 < frames / start < 0.4
+        # every detection from the first validation object's frame on, not the frame-stride sample
+        np.testing.assert_array_equal(np.sort(frame[clip == k]), np.sort(dets.frame[dets.frame >= start]))
+        assert (dets.frame[dets.frame >= start] % 2 == 1).any()  # odd frames, which training objects skip
+    assert stored["objects"] == len(clip) == len(stored["tasks"]["aot"]) == len(stored["classes"])
+    assert (stored["classes"].numpy() == -1).all() and not stored["kd_has_classes"].numpy().any()  # motion blobs
+    alert = stored["alert"]
+    assert alert["rate"] == ALERT_RATE and alert["min_frames"] == 4 and alert["normal_clips"] == len(dataset.train)
+    assert alert["normal_frames"] == sum(clips["frames"]) == len(alert["normal_frame_scores"])
+    assert "cross-fitted" in alert["source"] and 0 < alert["threshold"] < 1
+    assert alert["normal_over"] == pytest.approx((alert["normal_frame_scores"].numpy() >= alert["threshold"]).mean())
+
+
+@pytest.mark.slow
 def test_old_checkpoint_is_calibrated_from_its_run_and_evaluate_reports_both(quick_run, tmp_path, capsys):
     from ssmtl_core.checkpoint import load_checkpoint
     from ssmtl_core.cli import main
@@ -213,8 +242,23 @@ def test_old_checkpoint_is_calibrated_from_its_run_and_evaluate_reports_both(qui
     for task, values in stored["tasks"].items():
         np.testing.assert_allclose(restored["tasks"][task].numpy(), values.numpy(), rtol=1e-4, atol=1e-6)
 
+    # calibrated before frame-level alerts: the per-object threshold, with a message; `ssmtl calibrate` adds the rule
+    state = load_checkpoint(best)
+    alert = state["calibration"].pop("alert")
+    torch.save(state, best)
+    fallback, _, _ = _score(base, dataset.test[0].source.path, tmp_path / "no-alert")
+    assert "predates frame-level alerts" in capsys.readouterr().err
+    assert fallback["alert"]["min_frames"] == 1 and fallback["alert"]["source"].startswith("fallback")
+    assert fallback["calibration"]["threshold"] == pytest.approx(fallback["calibration"]["object_threshold"], abs=1e-6)
+    assert main(["calibrate", "--run", str(base / "run"), "--device", "cpu"]) == 0
+    assert load_checkpoint(best)["calibration"]["alert"]["threshold"] == pytest.approx(alert["threshold"])
+
     assert main(["evaluate", "--run", str(base / "run"), "--device", "cpu"]) == 0
     metrics = json.loads((base / "run" / "metrics.json").read_text())
+    alerts = metrics["alerts"]
+    assert alerts["rule"]["threshold"] == pytest.approx(alert["threshold"], abs=1e-6)
+    assert alerts["events"] >= len(dataset.test) - 1 and 0 <= alerts["events_alerted"] <= alerts["events"]
+    assert len(alerts["delays"]) == alerts["events_alerted"] and "object_rule" in alerts
     calibrated = metrics["calibrated"]
     print(f"paper micro/macro {metrics['micro_auc']:.4f}/{metrics['macro_auc']:.4f}; calibrated "
           f"{calibrated['micro_auc']:.4f}/{calibrated['macro_auc']:.4f}")
