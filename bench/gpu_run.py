@@ -78,7 +78,8 @@ from ssmtl_core.training_data import TrainingData  # noqa: E402
 
 PAPER_FPS = 51.0
 TARGET_FPS = 500.0
-FULL = {"sample.max_train_objects": 0, "train.epochs": 30}  # --full (FRAME_STRIDE unset: the profile's stride)
+FULL = {"sample.max_train_objects": 0, "train.epochs": 30,  # --full (FRAME_STRIDE unset: the profile's stride)
+        "train.schedule": "constant"}  # the paper's constant learning rate
 TINY = {"sample.crop_size": 32, "train.teacher_size": 32, "train.batch_size": 16}
 FOURCC = "mp4v"
 CARRY_LIMIT = 64 * 2**20  # what one device call may carry: the working tree and the carried folders

@@ -16,13 +16,14 @@ video, with the alert threshold chosen on held-out normal frames, so no test lab
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .alerts import BORDER_SIGMAS, AlertRule, alert_events, fallback_rule
 from .calibration import Calibration
-from .config import TASKS, ScoreConfig, apply_overrides
+from .config import TASKS, Profile, ScoreConfig, apply_overrides
 from .data.layouts import Dataset
 from .errors import SSMTLError
 from .io import atomic_path, code_provenance, package_versions, read_json, write_json
@@ -298,38 +299,71 @@ def ensemble_object_scores(members: list[list[ObjectScores]], normalize_tasks: b
     return combined
 
 
-def evaluate_ensemble(run_dirs: list[str | Path], out_dir: str | Path, root: str | Path | None = None,
-                      cache_root: str | Path | None = None, device: str = "auto", progress: bool = True, log=print,
-                      teacher_weights: str | None = None) -> dict:
-    """Score several trained runs (e.g. one architecture trained with different seeds) as one ensemble and write
-    ``metrics.json`` and ``frame_scores.csv`` into ``out_dir``.
+@dataclass
+class EnsembleScores:
+    """The test scores of several runs combined (:func:`ensemble_test_scores`).
 
-    Each member's test scores come from its own cache (``<run>/eval/object_scores``), so an ensemble of evaluated
-    runs costs no network pass. The members must share the dataset, the detections and the scoring settings.
+    Attributes:
+        profile: the first member's profile (the scoring settings all members share).
+        dataset: the test dataset.
+        objects: per test video, the combined task scores (:func:`ensemble_object_scores`).
+        members: per member, its run folder, architecture, seed, tasks, epoch, validation loss and checkpoint.
+        detections: the detector's settings and cache, as in one run's ``metrics.json``.
+        teacher: the ImageNet teacher of the first member.
+    """
+
+    profile: Profile
+    dataset: Dataset
+    objects: list[ObjectScores]
+    members: list[dict]
+    detections: dict
+    teacher: str | None
+
+
+def ensemble_test_scores(run_dirs: list[str | Path], root: str | Path | None = None,
+                         cache_root: str | Path | None = None, device: str = "auto", progress: bool = True,
+                         log=print, teacher_weights: str | None = None) -> EnsembleScores:
+    """The test scores of several trained runs (e.g. one architecture trained with different seeds), combined.
+
+    Each member's scores come from its own cache (``<run>/eval/object_scores``), so an ensemble of evaluated runs
+    costs no network pass. The members must share the dataset and the detections.
+
+    Raises:
+        SSMTLError: fewer than two runs, or runs trained on other detections or another dataset.
     """
     runs = [Path(r) for r in run_dirs]
     if len(runs) < 2:
         raise SSMTLError("an ensemble needs at least two runs (pass --run once per run).")
     loaded = [load_run(run, root, cache_root) for run in runs]
     profile, dataset = loaded[0][1], loaded[0][2]
-    if (missing := dataset.missing_ground_truth()) is not None:
-        raise SSMTLError(missing)
     for run, (_, other, _, _) in zip(runs[1:], loaded[1:]):
         if other.to_dict()["detect"] != profile.to_dict()["detect"] or other.dataset != profile.dataset:
             raise SSMTLError(f"{run} was trained on other detections than {runs[0]}: an ensemble's runs share the "
                              "dataset and the detector settings.")
-    members, infos, detections = [], [], None
+    scores, members, detections = [], [], None
     for run, (state, run_profile, run_dataset, cache) in zip(runs, loaded):
-        scores, info = object_scores_for_run(run, state, run_profile, run_dataset, cache, device, progress, log,
-                                             teacher_weights)
-        members.append(scores)
+        objects, info = object_scores_for_run(run, state, run_profile, run_dataset, cache, device, progress, log,
+                                              teacher_weights)
+        scores.append(objects)
         detections = detections or {k: v for k, v in info["detections"].items() if k != "class_names"}
-        infos.append({"run": str(run), "arch": run_profile.train.arch, "seed": run_profile.train.seed,
-                      "tasks": list(run_profile.train.tasks), "epoch": state["epoch"],
-                      "best_val_loss": state.get("best_val_loss"), "checkpoint_sha256_12": info["checkpoint_sha256"]})
-    object_scores = ensemble_object_scores(members, profile.score.normalize_tasks)
+        members.append({"run": str(run), "arch": run_profile.train.arch, "seed": run_profile.train.seed,
+                        "tasks": list(run_profile.train.tasks), "epoch": state["epoch"],
+                        "best_val_loss": state.get("best_val_loss"), "checkpoint_sha256_12": info["checkpoint_sha256"]})
+    return EnsembleScores(profile, dataset, ensemble_object_scores(scores, profile.score.normalize_tasks), members,
+                          detections, loaded[0][0]["caches"].get("teacher"))
+
+
+def evaluate_ensemble(run_dirs: list[str | Path], out_dir: str | Path, root: str | Path | None = None,
+                      cache_root: str | Path | None = None, device: str = "auto", progress: bool = True, log=print,
+                      teacher_weights: str | None = None) -> dict:
+    """Score several trained runs as one ensemble (:func:`ensemble_test_scores`; ``docs/method.md``, "Seed
+    ensembles") and write ``metrics.json`` and ``frame_scores.csv`` into ``out_dir``."""
+    ensemble = ensemble_test_scores(run_dirs, root, cache_root, device, progress, log, teacher_weights)
+    profile, dataset, infos = ensemble.profile, ensemble.dataset, ensemble.members
+    if (missing := dataset.missing_ground_truth()) is not None:
+        raise SSMTLError(missing)
     tasks = tuple(t for t in TASKS if all(t in m["tasks"] for m in infos))
-    metrics, curves = evaluate_scores(dataset, object_scores, profile.score, ground_truth_tracks(dataset), tasks)
+    metrics, curves = evaluate_scores(dataset, ensemble.objects, profile.score, ground_truth_tracks(dataset), tasks)
     report = {
         **metrics,
         "ensemble": {"members": infos, "combination": "per video and task, each member's scores min-max "
@@ -337,14 +371,13 @@ def evaluate_ensemble(run_dirs: list[str | Path], out_dir: str | Path, root: str
         "dataset": dataset.summary(), "profile": profile.name,
         "arch": ",".join(sorted({m["arch"] for m in infos})),
         "trained_tasks": list(tasks), "seed": [m["seed"] for m in infos],
-        "detector": detections,
-        "teacher": loaded[0][0]["caches"].get("teacher"),
+        "detector": ensemble.detections, "teacher": ensemble.teacher,
         "settings": {"score": profile.to_dict()["score"], "profile": profile.to_dict()},
         "versions": package_versions(), "code": code_provenance(),
     }
     out = Path(out_dir)
     write_json(out / "metrics.json", report)
     _write_frame_scores(out / "frame_scores.csv", dataset, curves, metrics["tasks"])
-    log(f"ensemble of {len(runs)} runs: micro AUC {report['micro_auc']:.4f}, macro AUC {report['macro_auc']:.4f}, "
+    log(f"ensemble of {len(infos)} runs: micro AUC {report['micro_auc']:.4f}, macro AUC {report['macro_auc']:.4f}, "
         f"RBDC {_fmt(report['rbdc'])}, TBDC {_fmt(report['tbdc'])} -> {out / 'metrics.json'}")
     return report

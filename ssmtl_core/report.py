@@ -30,6 +30,8 @@ PAPER_PED2_ARCH_MICRO: dict[str, float] = {"shallow_narrow": 0.921, "deep_narrow
 PAPER_PED2_TASK_MICRO: dict[str, float] = {"aot": 0.818, "irr": 0.820, "mid": 0.936, "kd": 0.964}
 
 METRICS = ("micro_auc", "macro_auc", "rbdc", "tbdc")
+#: The report folder of the ensemble of an architecture's seeds: ``06_evaluate/<arch>-ensemble``.
+ENSEMBLE_SUFFIX = "-ensemble"
 ARCH_ORDER = ("shallow_narrow", "deep_narrow", "shallow_wide", "deep_wide")
 
 
@@ -63,14 +65,18 @@ def _diff(ours: float | None, paper: float | None) -> str:
 
 
 def collect_results(reports_dir: str | Path) -> dict[str, Any]:
-    """Every metrics.json of one profile's reports: per architecture (06) and per single task (01-04)."""
+    """Every metrics.json of one profile's reports: per architecture (06), its other seeds and their ensemble
+    (``06_evaluate/<arch>-seed<k>``, ``06_evaluate/<arch>-ensemble``) and per single task (01-04)."""
     reports = Path(reports_dir)
     archs: dict[str, dict] = {}
     seeds: dict[str, dict[int, dict]] = {}
+    ensembles: dict[str, dict] = {}
     for path in sorted(reports.glob("06_evaluate/*/metrics.json")):
         name = path.parent.name
         arch, _, seed = name.partition("-seed")
-        if seed:
+        if name.endswith(ENSEMBLE_SUFFIX):
+            ensembles[name[:-len(ENSEMBLE_SUFFIX)]] = read_json(path)
+        elif seed:
             seeds.setdefault(arch, {})[int(seed)] = read_json(path)
         else:
             archs[name] = read_json(path)
@@ -83,7 +89,8 @@ def collect_results(reports_dir: str | Path) -> dict[str, Any]:
         path = reports / name / "metrics.json"
         if path.is_file():
             tasks[task] = read_json(path)
-    return {"archs": archs, "tasks": tasks, "seeds": {a: dict(sorted(v.items())) for a, v in seeds.items()}}
+    return {"archs": archs, "tasks": tasks, "seeds": {a: dict(sorted(v.items())) for a, v in seeds.items()},
+            "ensembles": ensembles}
 
 
 def architecture_rows(results: dict[str, Any], profile: str) -> list[dict]:
@@ -113,7 +120,7 @@ def architecture_rows(results: dict[str, Any], profile: str) -> list[dict]:
 
 def seed_rows(results: dict[str, Any]) -> list[dict]:
     """The seed study: each seed's four numbers for the repeated architecture, then their mean, standard
-    deviation (n - 1) and range."""
+    deviation (n - 1) and range, and the ensemble of the seeds (their scores averaged) when it was evaluated."""
     rows = []
     for arch, by_seed in results.get("seeds", {}).items():
         for seed, metrics in by_seed.items():
@@ -124,6 +131,11 @@ def seed_rows(results: dict[str, Any]) -> list[dict]:
         for stat, fn in (("mean", np.mean), ("std", lambda v: np.std(v, ddof=1) if len(v) > 1 else np.nan),
                          ("min", np.min), ("max", np.max)):
             rows.append({"arch": arch, "seed": stat, **{m: float(fn(v)) if len(v) else None for m, v in values.items()}})
+        ensemble = results.get("ensembles", {}).get(arch)
+        if ensemble is not None:
+            members = [m["seed"] for m in ensemble.get("ensemble", {}).get("members", [])]
+            rows.append({"arch": arch, "seed": f"ensemble of seeds {', '.join(map(str, members))}",
+                         **{m: ensemble.get(m) for m in METRICS}})
     return rows
 
 
@@ -136,7 +148,7 @@ def markdown_seed_table(rows: list[dict]) -> str:
     for row in rows:
         seed = row["seed"] if isinstance(row["seed"], str) else f"{row['seed']}"
         cells = [_fmt(row[m]) for m in METRICS]
-        if row["seed"] == "mean":
+        if row["seed"] == "mean" or str(row["seed"]).startswith("ensemble"):
             cells = [f"**{c}**" for c in cells]
         lines.append(f"| {row['arch']} | {seed} | " + " | ".join(cells) + f" | {row.get('epochs') or ''} |")
     return "\n".join(lines)

@@ -116,8 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BUDGET_MINUTES", "train.budget_minutes", ("--budget-minutes",),
             "CPU-time budget of training in minutes: whole epochs while they fit (0: none)"),
     Setting("SCHEDULE", "train.schedule", ("--schedule",),
-            "learning rate over the run: constant (the paper's) or cosine (warm-up, decay ending with the run)",
-            choices=SCHEDULES),
+            "learning rate over the run: cosine (warm-up, then a decay that ends with the run) or constant (the "
+            "paper's)", unset="", choices=SCHEDULES),
     # steps 6-7: scoring
     Setting("SCORE_PRECISION", "score.inference_precision", ("--score-precision",),
             "precision of CPU inference (auto: bf16 where native; int8: quantized on training objects)",
@@ -131,6 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIP_FRAMES", None, (), "frames of the annotated GIF at most"),
     Setting("SYNTH_SEED", None, (), "seed of the generated synthetic dataset"),
     # the settings that have no name of their own
+    Setting("ENSEMBLE_SEEDS", None, (), "comma-separated seeds whose runs of ARCH are scored as one ensemble "
+            "(empty: the run of SEED alone)"),
     Setting("OVERRIDES", None, (), "more profile settings by field, e.g. {'sample.temporal_half': 1} (a notebook's "
             "exercises change them; validated like every other setting)"),
 )

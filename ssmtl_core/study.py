@@ -34,6 +34,7 @@ from . import settings
 from .config import ARCHITECTURES
 from .errors import SSMTLError
 from .io import code_provenance, machine_info, read_json, write_json
+from .report import ENSEMBLE_SUFFIX
 from .study_task import REPO, open_or_generate, repo_path, run_name
 
 #: The settings (ssmtl_core/settings.py) ./run_all.sh takes as flags.
@@ -51,7 +52,8 @@ LOWEST_VAL_LOSS = "lowest_val_loss"
 
 @dataclass
 class Step:
-    """One notebook execution (``seed`` > 0: a repetition of an architecture's training with another seed)."""
+    """One notebook execution (``seed`` > 0: a repetition of an architecture's training with another seed;
+    ``ensemble``: the evaluation of those seeds' runs as one ensemble)."""
 
     notebook: str
     arch: str | None = None
@@ -59,12 +61,17 @@ class Step:
     seed: int = 0
     #: the steps whose outputs it reads, when fewer than ``depends`` (a rerun of one of them makes it stale)
     reads: list[str] | None = None
+    #: the seeds whose runs this evaluation scores as one ensemble
+    ensemble: list[int] | None = None
+
+    @property
+    def folder(self) -> str:
+        """The step's folder under its notebook's: the run's name, or ``<arch>-ensemble``."""
+        return f"{self.arch}{ENSEMBLE_SUFFIX}" if self.ensemble else run_name(self.arch, self.seed)
 
     @property
     def name(self) -> str:
-        if not self.arch:
-            return self.notebook
-        return f"{self.notebook}/{run_name(self.arch, self.seed)}"
+        return f"{self.notebook}/{self.folder}" if self.arch else self.notebook
 
 
 def plan(archs: list[str], seeds: list[int] | None = None, seed_arch: str = LOWEST_VAL_LOSS) -> list[Step]:
@@ -90,6 +97,10 @@ def plan(archs: list[str], seeds: list[int] | None = None, seed_arch: str = LOWE
     for seed in seeds or []:
         steps.append(Step("06_evaluate", seed_arch, depends=[f"05_train_architecture/{run_name(seed_arch, seed)}"],
                           seed=seed))
+    if seeds:  # the seeds scored as one: steadier than any one of them (docs/method.md, "Seed ensembles")
+        members = [0, *seeds]
+        steps.append(Step("06_evaluate", seed_arch, ensemble=members,
+                          depends=[f"06_evaluate/{run_name(seed_arch, seed)}" for seed in members]))
     everything = [s.name for s in steps]
     steps.append(Step("07_results_tables", depends=everything))
     steps.append(Step("08_anomaly_gallery", depends=[f"06_evaluate/{a}" for a in archs]))
@@ -199,8 +210,10 @@ def step_parameters(step: Step, params: dict[str, Any], reports: Path, overrides
         values["ARCH"] = step.arch
         if step.seed:
             values["SEED"] = step.seed
+        if step.ensemble:
+            values["ENSEMBLE_SEEDS"] = ",".join(str(seed) for seed in step.ensemble)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    out = reports / step.notebook / run_name(step.arch, step.seed) if step.arch else reports / step.notebook
+    out = reports / step.notebook / step.folder if step.arch else reports / step.notebook
     values["OUT_DIR"] = str(out)
     if step.notebook in ("07_results_tables", "08_anomaly_gallery"):
         values["REPORTS_DIR"] = str(reports)
@@ -478,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SSMTLError("--full and --quick contradict each other: choose one.")
     suffix = "-quick" if args.quick else "-full" if args.full else ""
     reports = repo_path(given["REPORTS_DIR"] or f"reports/{profile}{suffix}")
-    full = {"MAX_OBJECTS": 0, "FRAME_STRIDE": 0} if args.full else {}
+    full = {"MAX_OBJECTS": 0, "FRAME_STRIDE": 0, "SCHEDULE": "constant"} if args.full else {}
     # the notebook parameters every step gets from the command line (None: not given)
     overrides = {**full, **{name: given[name] for name in NOTEBOOK_FLAGS},
                  "EPOCHS": given["EPOCHS"] or (30 if args.full else None),
@@ -509,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         if step.arch == LOWEST_VAL_LOSS:
             chosen = resolve_seed_arch(steps, reports, archs)
             if chosen is None:
+                if only and step.notebook not in only:  # not asked for: nothing failed
+                    continue
                 records.append({"step": step.name, "status": "failed", "seconds": 0, "parameters": {"OUT_DIR": ""},
                                 "error": "no trained architecture to repeat with other seeds"})
                 continue

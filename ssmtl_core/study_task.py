@@ -132,6 +132,23 @@ class NotebookSetup:
         """``REPORTS_DIR``: the reports of a whole study (``./run_all.sh``), which notebooks 07 and 08 read."""
         return repo_path(self.parameters["REPORTS_DIR"])
 
+    def ensemble_run_dirs(self, name: str) -> list[Path]:
+        """The runs of ``name`` with the seeds ``ENSEMBLE_SEEDS`` lists (``"0,1,2"``), which notebook 06 scores as
+        one ensemble (``docs/method.md``, "Seed ensembles"); ``[]`` when it is empty (one run: :meth:`run_dir`)."""
+        text = str(self.parameters.get("ENSEMBLE_SEEDS") or "").strip()
+        if not text:
+            return []
+        try:
+            seeds = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise SSMTLError(f"ENSEMBLE_SEEDS must list seeds separated by commas (e.g. \"0,1,2\"); got {text!r}."
+                             ) from None
+        if len(set(seeds)) < 2:
+            raise SSMTLError(f"ENSEMBLE_SEEDS names {len(set(seeds))} seed: an ensemble needs two or more (or leave it "
+                             "empty to evaluate the run of SEED).")
+        tag = overrides_tag(self.parameters.get("OVERRIDES"))
+        return [repo_path(self.parameters["RUNS_DIR"]) / (run_name(name, seed) + tag) for seed in seeds]
+
     def run_dir(self, name: str) -> Path:
         """A training run's folder under ``RUNS_DIR``: ``name``, then ``-seed<k>`` for a ``SEED`` other than 0
         (:func:`run_name`, as the runner names the seed study's runs), then the notebook's

@@ -18,7 +18,8 @@ import pytest
 
 # -- pinned results of the quick study ------------------------------------------------------------------------
 # The quick study (tiny synthetic data, motion detector, fp32 CPU training forced by --precision fp32 so that a
-# CPU with native bf16 does not switch, seed 0, one epoch) is
+# CPU with native bf16 does not switch, seed 0, one epoch, the profile's cosine schedule: a warm-up over half
+# the epoch) is
 # seed-deterministic on a CPU, so its AUCs are pinned: a refactor that changes them changed behaviour. The
 # tolerance absorbs what differs between CPUs (oneDNN and OpenCV take other SIMD paths on AVX2 and AVX-512
 # machines); RBDC/TBDC are not pinned (they follow from the same scores).
@@ -27,11 +28,11 @@ import pytest
 #       --reports /tmp/q/reports --runs /tmp/q/runs --cache /tmp/q/cache --data-root /tmp/q/data
 #   .venv/bin/python tests/test_notebooks.py /tmp/q/reports     # prints the dict below from that run
 PINNED_QUICK_AUC = {
-    "01_arrow_of_time": {"micro_auc": 0.6199, "macro_auc": 0.7216},
-    "02_motion_irregularity": {"micro_auc": 0.6869, "macro_auc": 0.6864},
-    "03_middle_box_prediction": {"micro_auc": 0.5309, "macro_auc": 0.5532},
-    "04_knowledge_distillation": {"micro_auc": 0.9122, "macro_auc": 0.9367},
-    "06_evaluate/shallow_narrow": {"micro_auc": 0.8561, "macro_auc": 0.8102},
+    "01_arrow_of_time": {"micro_auc": 0.4609, "macro_auc": 0.4297},
+    "02_motion_irregularity": {"micro_auc": 0.5044, "macro_auc": 0.5089},
+    "03_middle_box_prediction": {"micro_auc": 0.5316, "macro_auc": 0.5544},
+    "04_knowledge_distillation": {"micro_auc": 0.9129, "macro_auc": 0.9379},
+    "06_evaluate/shallow_narrow": {"micro_auc": 0.8567, "macro_auc": 0.9016},
 }
 PINNED_AUC_TOLERANCE = 0.01  # absolute; the values above are rounded to 4 decimals
 PINNED_QUICK_TEST_BOXES = 329  # motion-detector boxes in the tiny synthetic test videos (notebook 00)

@@ -24,6 +24,8 @@ def test_seed_study_takes_the_lowest_validation_loss(tmp_path):
     steps = plan(archs, seeds=[1, 2])
     seeded = [s for s in steps if s.seed]
     assert [s.notebook for s in seeded] == ["05_train_architecture"] * 2 + ["06_evaluate"] * 2
+    [ensemble] = [s for s in steps if s.ensemble]
+    assert ensemble.notebook == "06_evaluate" and ensemble.ensemble == [0, 1, 2] and ensemble.arch == LOWEST_VAL_LOSS
     assert all(s.arch == LOWEST_VAL_LOSS for s in seeded)
     assert resolve_seed_arch(steps, tmp_path, archs) is None, "nothing trained yet: nothing to choose"
     for arch, loss in (("shallow_narrow", 0.31), ("deep_wide", 0.27)):
@@ -38,6 +40,11 @@ def test_seed_study_takes_the_lowest_validation_loss(tmp_path):
                              tmp_path, {})
     assert values["SEED"] == 2 and values["ARCH"] == "deep_wide"
     assert values["OUT_DIR"].endswith("06_evaluate/deep_wide-seed2")
+    assert ensemble.name == "06_evaluate/deep_wide-ensemble" and ensemble.depends == [
+        "06_evaluate/deep_wide", "06_evaluate/deep_wide-seed1", "06_evaluate/deep_wide-seed2"]
+    values = step_parameters(ensemble, params, tmp_path, {})
+    assert values["ENSEMBLE_SEEDS"] == "0,1,2" and values["OUT_DIR"].endswith("06_evaluate/deep_wide-ensemble")
+    assert "SEED" not in values
     assert run_name("deep_wide") == "deep_wide" and run_name("deep_wide", 3) == "deep_wide-seed3"
 
 
@@ -56,6 +63,15 @@ def test_seed_table_gives_each_seed_then_mean_and_spread(tmp_path):
     assert by_seed["min"]["micro_auc"] == pytest.approx(0.90) and by_seed["max"]["micro_auc"] == pytest.approx(0.94)
     table = report.markdown_seed_table(rows)
     assert "| deep_wide | mean | **92.0** |" in table
+    assert not any(str(r["seed"]).startswith("ensemble") for r in rows), "no ensemble evaluated: no ensemble row"
+    write_json(tmp_path / "06_evaluate" / "deep_wide-ensemble" / "metrics.json",
+               {"micro_auc": 0.95, "macro_auc": 0.96, "rbdc": 0.55, "tbdc": 0.65,
+                "ensemble": {"members": [{"seed": 0}, {"seed": 1}, {"seed": 2}]}})
+    results = report.collect_results(tmp_path)
+    assert set(results["archs"]) == {"deep_wide", "shallow_narrow"}, "an ensemble is not an architecture"
+    rows = report.seed_rows(results)
+    assert rows[-1]["seed"] == "ensemble of seeds 0, 1, 2" and rows[-1]["micro_auc"] == 0.95
+    assert "| deep_wide | ensemble of seeds 0, 1, 2 | **95.0** |" in report.markdown_seed_table(rows)
 
 
 def test_a_failed_rerun_leaves_no_earlier_numbers_behind(tmp_path, monkeypatch):
