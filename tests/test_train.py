@@ -170,13 +170,16 @@ def test_best_checkpoint_contents(setup, baseline):
     assert profile_from_dict(state["profile"]) == setup["profile"]
     assert state["model_config"] == {"arch": "shallow_narrow", "kd_dim": 1000, "crop_size": 32, "dropout": 0.3,
                                      "kd_probabilities": 0}
-    # the raw task scores of every validation object calibrate the checkpoint (ssmtl_core.calibration)
+    # the raw task scores of every detection of the validation frames calibrate the checkpoint
+    # (ssmtl_core.calibration): more than the validation objects of the 85/15 split, which follow the stride and cap
     calibration = state["calibration"]
-    assert calibration["objects"] == len(setup["data"].val_index)
+    clips = setup["data"].validation_frames
+    assert calibration["objects"] == sum(len(part.detections) for part in clips) >= len(setup["data"].val_index)
     assert set(calibration["tasks"]) == {"aot", "irr", "mid", "kd"}
     assert all(len(v) == calibration["objects"] for v in calibration["tasks"].values())
     assert state["optimizer"]["state"], "the optimizer state (Adam moments) is saved"
-    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+    # the rate the schedule had reached at the end of the best epoch (history's lr), from the profile's 1e-3
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(best["lr"]) and 0 < best["lr"] <= 1e-3
     model = model_from_checkpoint(state)
     assert not model.training
     assert _tensors_equal(model.state_dict(), state["model"])
