@@ -14,8 +14,10 @@ scene, that share of frames alerts. ``per_video_minmax`` (``--per-video-minmax``
 normalisation instead: the most anomalous object of the video scores 1 even when nothing unusual happens, so
 those scores rank the frames of one video and say nothing across videos.
 
-:func:`score_video_file` runs the named steps below in order: detect (:func:`ssmtl_core.detect.make_detector`),
-score the objects (:func:`score_objects`), turn their raw task scores into the reported scores
+:func:`score_video_file` runs the named steps below in order: decode the frames once, detect
+(:func:`ssmtl_core.detect.make_detector`) and score the objects at the same time
+(:func:`detect_and_score_objects`: the scores of :func:`score_objects` on the detector's detections, each stage
+at work while the other runs), turn their raw task scores into the reported scores
 (:func:`calibrated_video_scores` or :func:`minmax_video_scores`), then write the two CSVs, the plot and the
 annotated video.
 """
@@ -44,6 +46,7 @@ from .errors import SSMTLError
 from .io import atomic_path, code_provenance, package_versions, write_json
 from .runs import alert_rule, checkpoint_calibration, int8_calibration_inputs, load_run
 from .score import ObjectScores, Scorer, calibrated_frame_scores, score_detections, score_video
+from .stream import detect_and_score
 from .teachers import Teacher, load_teacher, middle_crops
 
 
@@ -126,9 +129,8 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
     started = time.perf_counter()
     frames = load_frames(video, progress=progress)
     detector = make_detector(profile.detect, str(torch_device))
-    detections = detector.detect_video(video, progress)
-    detect_seconds = time.perf_counter() - started
-    raw, backend = score_objects(state, profile, checkpoint, frames, detections, torch_device, teacher_weights)
+    detections, raw, backend, detect_seconds = detect_and_score_objects(
+        state, profile, checkpoint, detector, video, frames, torch_device, teacher_weights, progress)
     if calibration is None:
         scores = minmax_video_scores(raw, video, profile.score)
     else:
@@ -173,18 +175,43 @@ def score_objects(state: dict, profile: Profile, checkpoint: str | Path, frames:
         The scores, and the backend that computed them (``openvino-bf16``, ``torch-cpu``, ...): the precision
         actually used, which a CPU without native bf16 or a GPU may make differ from the one asked.
     """
-    precision = profile.score.inference_precision
-    # A reduced precision asked for is used whatever the number of objects (by default, compiling waits for a
-    # full chunk of objects, where it pays).
-    scorer = Scorer(model_from_checkpoint(state, device, checkpoint), profile.sample, state["kd_layout"], device,
-                    calibration=state.get("calibration"), tasks=profile.train.tasks, precision=precision,
-                    compile=True if precision != "auto" else None,
-                    int8_inputs=_int8_inputs(checkpoint, profile) if precision == "int8" else None)
+    scorer = _scorer(state, profile, checkpoint, device)
     teacher = None
     if scorer.needs_teacher(detections).any():
         teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
     scores = score_detections(scorer, frames, detections, partial(_teacher_logits, teacher, frames, detections))
     return scores, scorer.backend
+
+
+def detect_and_score_objects(state: dict, profile: Profile, checkpoint: str | Path, detector, video: Video,
+                             frames: np.ndarray, device: torch.device, teacher_weights: str | None = None,
+                             progress: bool = False) -> tuple[Detections, ObjectScores, str, float]:
+    """The detections of ``video`` and their raw task scores (those of ``detector.detect_video`` and
+    :func:`score_objects`), with detection and scoring at work at once on the decoded ``frames``
+    (:func:`ssmtl_core.stream.detect_and_score`).
+
+    Returns:
+        The detections, their scores, the backend that computed them and the seconds the detector took.
+    """
+    scorer = _scorer(state, profile, checkpoint, device)
+
+    def teacher_logits(detections: Detections, rows: np.ndarray) -> np.ndarray:
+        teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
+        return _teacher_logits(teacher, frames, detections, rows)
+
+    detections, scores, detect_seconds = detect_and_score(detector, scorer, video, frames, teacher_logits, progress)
+    return detections, scores, scorer.backend, detect_seconds
+
+
+def _scorer(state: dict, profile: Profile, checkpoint: str | Path, device: torch.device) -> Scorer:
+    """The checkpoint's scorer in the profile's ``score.inference_precision``."""
+    precision = profile.score.inference_precision
+    # A reduced precision asked for is used whatever the number of objects (by default, compiling waits for a
+    # full chunk of objects, where it pays).
+    return Scorer(model_from_checkpoint(state, device, checkpoint), profile.sample, state["kd_layout"], device,
+                  calibration=state.get("calibration"), tasks=profile.train.tasks, precision=precision,
+                  compile=True if precision != "auto" else None,
+                  int8_inputs=_int8_inputs(checkpoint, profile) if precision == "int8" else None)
 
 
 def _int8_inputs(checkpoint: str | Path, profile: Profile) -> np.ndarray:
