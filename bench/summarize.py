@@ -225,7 +225,7 @@ def _loads(value) -> list[float]:
     if isinstance(value, dict):
         for key, item in value.items():
             if key in ("load_average_start", "load_average_end", "load_before", "load_after") and item:
-                found.append(float(item[0]))
+                found.append(float(item[0] if isinstance(item, (list, tuple)) else item))  # a list or one value
             elif key == "load_average_1min_after" and item is not None:
                 found.append(float(item))
             else:
