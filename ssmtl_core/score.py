@@ -308,15 +308,22 @@ def score_detections(scorer: Scorer, frames: np.ndarray, detections: Detections,
         teacher_logits_for: given detection rows, their ImageNet teacher logits (N, 1000); called only for
             the objects whose distillation score needs them (:meth:`Scorer.needs_teacher`).
     """
+    return scorer.score_objects(frames, detections, needed_teacher_logits(scorer, detections, teacher_logits_for))
+
+
+def needed_teacher_logits(scorer: Scorer, detections: Detections,
+                          teacher_logits_for: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray | None:
+    """The ImageNet teacher logits (N, 1000) the distillation score of ``detections`` needs (zeros where it does
+    not), or None when no object needs them; ``teacher_logits_for`` (given detection rows) is called once."""
     rows = np.flatnonzero(scorer.needs_teacher(detections))
-    logits = None
-    if len(rows):
-        if teacher_logits_for is None:
-            raise SSMTLError("the distillation score of these objects needs the ImageNet teacher's logits, and no "
-                             "teacher was given.")
-        logits = np.zeros((len(detections), IMAGENET_CLASSES), np.float32)
-        logits[rows] = teacher_logits_for(rows)
-    return scorer.score_objects(frames, detections, logits)
+    if not len(rows):
+        return None
+    if teacher_logits_for is None:
+        raise SSMTLError("the distillation score of these objects needs the ImageNet teacher's logits, and no "
+                         "teacher was given.")
+    logits = np.zeros((len(detections), IMAGENET_CLASSES), np.float32)
+    logits[rows] = teacher_logits_for(rows)
+    return logits
 
 
 # -- combining tasks ------------------------------------------------------------------------------

@@ -23,12 +23,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .config import IMAGENET_CLASSES
 from .data.layouts import Video
 from .detect import Detector
 from .detections import Detections
-from .errors import SSMTLError
-from .score import ObjectScores, PartScores, Scorer
+from .score import ObjectScores, PartScores, Scorer, needed_teacher_logits
 
 #: Parts of detections decoded ahead of scoring at most (each ``detect.batch`` frames of a YOLO detector).
 QUEUE_PARTS = 8
@@ -136,14 +134,8 @@ def detect_and_score(detector: Detector, scorer: Scorer, video: Video, frames: n
     if len(waiting):
         scored.append(scorer.score_part(frames, waiting))
     detections = _joined_all(found)
-    rows = np.flatnonzero(scorer.needs_teacher(detections))
-    logits = None
-    if len(rows):
-        if teacher_logits_for is None:
-            raise SSMTLError("the distillation score of these objects needs the ImageNet teacher's logits, and no "
-                             "teacher was given.")
-        logits = np.zeros((len(detections), IMAGENET_CLASSES), np.float32)
-        logits[rows] = teacher_logits_for(detections, rows)
+    logits = needed_teacher_logits(scorer, detections, None if teacher_logits_for is None
+                                   else lambda rows: teacher_logits_for(detections, rows))
     return detections, scorer.finish(detections, scored, logits), detected[0]
 
 
