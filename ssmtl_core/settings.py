@@ -26,6 +26,7 @@ from .config import (
     COMPILES,
     DATASETS,
     DETECTORS,
+    PIPELINES,
     PRECISIONS,
     SCHEDULES,
     TASKS,
@@ -122,6 +123,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCORE_PRECISION", "score.inference_precision", ("--score-precision",),
             "precision of CPU inference (auto: bf16 where native; int8: quantized on training objects)",
             choices=("auto", "fp32", "bf16", "int8")),
+    Setting("PIPELINE", "score.pipeline", ("--pipeline",), "score-video: detection and scoring at once (overlap), "
+            "one after the other (sequential) or auto (overlap with more than two CPU cores or on a GPU)",
+            choices=PIPELINES),
     # notebook pictures and tables
     Setting("MAX_SHOWN", None, (), "test videos shown in a label timeline (0: all)"),
     Setting("COMPARE_WEIGHTS", None, (), "YOLO weights shown next to the motion detector"),

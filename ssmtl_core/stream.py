@@ -6,7 +6,11 @@ the same time: a thread runs the detector over the decoded frames part by part (
 ``iter_video``), handing each part's detections through a bounded queue; this thread crops and scores the
 objects as they come, in the scorer's own groups of objects (:meth:`~ssmtl_core.score.Scorer.parts`), while
 the detector works on the next frames. Both stages spend most of their time in OpenVINO (or OpenCV), which
-releases the GIL, so on two cores one stage fills the other's gaps (its single-threaded NumPy and Python).
+releases the GIL, so with cores to spare one stage runs while the other does. On two cores it does not pay:
+each stage's runtime already uses both cores, and the two stages at once ran slower than one after the other
+(17.6 against 20.2 frames/s on Ped2, ``bench/results/infer.json``). :func:`chosen_pipeline` therefore picks
+:func:`detect_then_score` (the same single decode, one stage after the other) there, unless asked otherwise
+(``score.pipeline``, ``--pipeline``).
 
 The scores are the sequential path's (a test compares them): the same detections (the detectors' parts are
 their ``detect_video``'s, a hybrid's merge is frame by frame), the same groups of objects through the same
@@ -16,6 +20,7 @@ as :func:`~ssmtl_core.score.score_detections` does.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -26,7 +31,7 @@ import numpy as np
 from .data.layouts import Video
 from .detect import Detector
 from .detections import Detections
-from .score import ObjectScores, PartScores, Scorer, needed_teacher_logits
+from .score import ObjectScores, PartScores, Scorer, needed_teacher_logits, score_detections
 
 #: Parts of detections decoded ahead of scoring at most (each ``detect.batch`` frames of a YOLO detector).
 QUEUE_PARTS = 8
@@ -73,6 +78,43 @@ def decoded_video(video: Video, frames: np.ndarray) -> Video:
 
 
 _DONE = object()
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def chosen_pipeline(pipeline: str, device: str = "cpu", cores: int | None = None) -> str:
+    """``overlap`` or ``sequential``: ``score.pipeline`` as asked, or for ``auto`` the one that measured faster on
+    such a machine (overlap on a GPU or with more than two CPU cores; see the module's docstring).
+
+    Args:
+        pipeline: ``auto``, ``overlap`` or ``sequential``.
+        device: the scoring device (``cpu``, ``cuda``, ``cuda:N``).
+        cores: the CPU cores to count (default: :func:`usable_cores`).
+    """
+    if pipeline != "auto":
+        return pipeline
+    if str(device).startswith("cuda"):
+        return "overlap"
+    return "overlap" if (usable_cores() if cores is None else cores) > 2 else "sequential"
+
+
+def detect_then_score(detector: Detector, scorer: Scorer, video: Video, frames: np.ndarray,
+                      teacher_logits_for: Callable[[Detections, np.ndarray], np.ndarray] | None = None,
+                      progress: bool = False) -> tuple[Detections, ObjectScores, float]:
+    """What :func:`detect_and_score` returns, one stage after the other: the detector over the decoded
+    ``frames`` (not the files again), then every object scored (:func:`~ssmtl_core.score.score_detections`)."""
+    started = time.perf_counter()
+    detections = detector.detect_video(decoded_video(video, frames), progress)
+    detected = time.perf_counter() - started
+    scores = score_detections(scorer, frames, detections, None if teacher_logits_for is None
+                              else lambda rows: teacher_logits_for(detections, rows))
+    return detections, scores, detected
 
 
 def detect_and_score(detector: Detector, scorer: Scorer, video: Video, frames: np.ndarray,

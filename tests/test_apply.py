@@ -221,6 +221,22 @@ def test_score_precision_is_the_one_used(trained, tmp_path):
             assert np.corrcoef(got, reference)[0, 1] > 0.9, precision
 
 
+def test_pipeline_changes_no_score(trained, tmp_path):
+    """``--pipeline overlap`` and ``--pipeline sequential`` write the same object scores, and summary.json says
+    which one ran (``auto``'s choice depends on the cores: tests/test_stream.py)."""
+    base, dataset = trained
+    clip = dataset.test[0].source.path
+    written = {}
+    for pipeline in ("overlap", "sequential"):
+        out = tmp_path / pipeline
+        assert main(["score-video", str(clip), "--checkpoint", str(base / "run" / "best.pt"), "--out", str(out),
+                     "--device", "cpu", "--format", "gif", "--pipeline", pipeline]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["pipeline"] == {"asked": pipeline, "used": pipeline}
+        written[pipeline] = (out / "objects.csv").read_text()
+    assert written["overlap"] == written["sequential"] and written["overlap"].count("\n") > 10
+
+
 @pytest.mark.parametrize("precision", ["auto", "int8"])
 def test_reduced_precision_scorers_keep_the_ranking(trained, precision):
     """bf16 (``auto`` on CPUs with native bf16) and int8 (NNCF, calibrated on training objects) score every test

@@ -17,14 +17,15 @@ import pytest
 import torch
 
 from ssmtl_core.apply import open_video
-from ssmtl_core.config import IMAGENET_CLASSES, SampleConfig, get_profile
+from ssmtl_core.config import IMAGENET_CLASSES, SampleConfig, get_profile, validate
 from ssmtl_core.data import load_frames, open_dataset
 from ssmtl_core.data.synthetic import generate_synthetic
 from ssmtl_core.detect import make_detector
 from ssmtl_core.detections import Detections
+from ssmtl_core.errors import SSMTLError
 from ssmtl_core.model import SSMTLModel
 from ssmtl_core.score import Scorer, score_detections
-from ssmtl_core.stream import decoded_video, detect_and_score
+from ssmtl_core.stream import chosen_pipeline, decoded_video, detect_and_score, detect_then_score
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PED2 = SHARED / "datasets" / "ucsd_ped2" / "testing" / "frames" / "01"
@@ -51,14 +52,15 @@ def _compare(detector, video, kd_layout: dict, chunk: int) -> Detections:
     sequential = detector.detect_video(video)
     before = score_detections(scorer, frames, sequential,
                               lambda rows: _fake_teacher(frames, sequential, rows))
-    found, after, seconds = detect_and_score(detector, scorer, video, frames,
-                                             lambda dets, rows: _fake_teacher(frames, dets, rows))
-    assert seconds > 0
-    for name, value in sequential.to_arrays().items():
-        np.testing.assert_array_equal(getattr(found, name), value, err_msg=name)
-    assert before.tasks.keys() == after.tasks.keys() == {"aot", "irr", "mid", "kd"}
-    for task in before.tasks:
-        np.testing.assert_array_equal(after.tasks[task], before.tasks[task], err_msg=task)
+    for path in (detect_and_score, detect_then_score):
+        found, after, seconds = path(detector, scorer, video, frames,
+                                     lambda dets, rows: _fake_teacher(frames, dets, rows))
+        assert seconds > 0
+        for name, value in sequential.to_arrays().items():
+            np.testing.assert_array_equal(getattr(found, name), value, err_msg=f"{path.__name__}: {name}")
+        assert before.tasks.keys() == after.tasks.keys() == {"aot", "irr", "mid", "kd"}
+        for task in before.tasks:
+            np.testing.assert_array_equal(after.tasks[task], before.tasks[task], err_msg=f"{path.__name__}: {task}")
     assert len(sequential) > 2 * chunk, "too few objects for several groups"
     return sequential
 
@@ -77,6 +79,20 @@ def test_motion_detector_streams_the_sequential_scores(synthetic_clip):
     assert len(parts) > 1 and [done for done, _ in parts][-1] == video.num_frames
     found = _compare(detector, video, {"logits": IMAGENET_CLASSES, "class_scores": 0}, chunk=8)
     assert (found.classes < 0).all()  # every object needs the teacher's logits: all of them come at the end
+
+
+def test_pipeline_follows_the_cores():
+    """On two cores both stages want both cores and the overlap measured slower (bench/results/infer.json):
+    ``auto`` runs them one after the other there, at once with cores to spare or on a GPU; asked, as asked."""
+    assert chosen_pipeline("auto", "cpu", cores=2) == "sequential"
+    assert chosen_pipeline("auto", "cpu", cores=1) == "sequential"
+    assert chosen_pipeline("auto", "cpu", cores=8) == "overlap"
+    assert chosen_pipeline("auto", "cuda:0", cores=2) == "overlap"
+    assert chosen_pipeline("overlap", "cpu", cores=2) == "overlap"
+    assert chosen_pipeline("sequential", "cuda", cores=16) == "sequential"
+    profile = get_profile("synthetic")
+    with pytest.raises(SSMTLError, match="score.pipeline"):
+        validate(dataclasses.replace(profile, score=dataclasses.replace(profile.score, pipeline="fast")))
 
 
 def test_decoded_frames_read_as_the_files(synthetic_clip):
