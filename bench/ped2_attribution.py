@@ -16,10 +16,18 @@ the same seeds; every run is scored under the published RBDC/TBDC rules and the 
 * ``yolo0.25+motion``: plus the moving blobs no box explains (the default since);
 * ``yolo0.5+motion``: the blobs at the old threshold;
 * ``yolo0.25+motion+cosine``: the default detector with the learning rate warmed up and decayed to the end of
-  the run (``train.schedule = cosine``, ``docs/method.md``, "Learning within a budget").
+  the run (``train.schedule = cosine``, ``docs/method.md``, "Learning within a budget");
+* ``aot:yolo0.25+motion+cosine``: the arrow of time trained alone (``train.tasks = aot``) on the default
+  detections, cosine schedule; its micro AUC is the task's own;
+* ``aot:yolo0.5+cosine``: the same on the authors' operating point (COCO boxes at 0.5, no motion blobs): how
+  much of the arrow of time's failure the uncertain extra objects explain (``docs/method.md``, "What the arrow
+  of time learns").
 
 Every setting trained with two or more seeds also gets an ``ensemble`` row: its seeds' runs scored as one
 (``ssmtl_core.evaluate.evaluate_ensemble``, ``docs/method.md``, "Seed ensembles").
+
+``--settings`` reruns some settings: the rows of the others are kept from the JSON, each with the date and code
+that made it (rows made before the JSON recorded code say so in the table).
 
 The settings were fixed before any of these results (docs/method.md, "Detection"); the table is read from test
 labels and only says how much each cause is worth, with its spread over seeds. Runs are resumable (the run
@@ -53,8 +61,13 @@ SETTINGS = {
     "yolo0.25+motion": {"detect.detector": "yolo+motion", "detect.conf": 0.25},
     "yolo0.5+motion": {"detect.detector": "yolo+motion", "detect.conf": 0.5},
     "yolo0.25+motion+cosine": {"detect.detector": "yolo+motion", "detect.conf": 0.25, "train.schedule": "cosine"},
+    "aot:yolo0.25+motion+cosine": {"detect.detector": "yolo+motion", "detect.conf": 0.25, "train.schedule": "cosine",
+                                   "train.tasks": ("aot",)},
+    "aot:yolo0.5+cosine": {"detect.detector": "yolo", "detect.conf": 0.5, "train.schedule": "cosine",
+                           "train.tasks": ("aot",)},
 }
-METRICS = ("micro_auc", "macro_auc", "rbdc", "tbdc", "rbdc_one_to_one", "tbdc_one_to_one", "kd_alone_micro_auc")
+METRICS = ("micro_auc", "macro_auc", "rbdc", "tbdc", "rbdc_one_to_one", "tbdc_one_to_one", "kd_alone_micro_auc",
+           "aot_micro_auc")
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace, dataset) -> dict:
@@ -70,7 +83,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace, dataset) -> dict:
     strict = metrics.get("rbdc_tbdc_one_to_one", {})
     return {"setting": name, "seed": seed, "micro_auc": metrics["micro_auc"], "macro_auc": metrics["macro_auc"],
             "rbdc": metrics["rbdc"], "tbdc": metrics["tbdc"], "rbdc_one_to_one": strict.get("rbdc"),
-            "tbdc_one_to_one": strict.get("tbdc"), "kd_alone_micro_auc": metrics["per_task"]["kd"]["micro_auc"],
+            "tbdc_one_to_one": strict.get("tbdc"), "kd_alone_micro_auc": _task_auc(metrics, "kd"),
+            "aot_micro_auc": _task_auc(metrics, "aot"),
             "per_task_micro_auc": {task: value["micro_auc"] for task, value in metrics["per_task"].items()},
             "test_objects": metrics["timing"]["objects"], "epochs": metrics.get("training", {}).get("epochs"),
             "train_objects": metrics.get("training", {}).get("train_objects")}
@@ -85,28 +99,55 @@ def ensemble_row(name: str, seeds: list[int], args: argparse.Namespace) -> dict:
     return {"setting": name, "seed": "ensemble", "members": seeds, "micro_auc": metrics["micro_auc"],
             "macro_auc": metrics["macro_auc"], "rbdc": metrics["rbdc"], "tbdc": metrics["tbdc"],
             "rbdc_one_to_one": strict.get("rbdc"), "tbdc_one_to_one": strict.get("tbdc"),
-            "kd_alone_micro_auc": metrics["per_task"]["kd"]["micro_auc"] if "kd" in metrics["per_task"] else None,
+            "kd_alone_micro_auc": _task_auc(metrics, "kd"), "aot_micro_auc": _task_auc(metrics, "aot"),
             "per_task_micro_auc": {task: value["micro_auc"] for task, value in metrics["per_task"].items()}}
+
+
+def _task_auc(metrics: dict, task: str) -> float | None:
+    """The micro AUC of one task's own score (None when the run did not train it)."""
+    return metrics["per_task"][task]["micro_auc"] if task in metrics["per_task"] else None
 
 
 def table(rows: list[dict]) -> str:
     """Mean ± standard deviation over seeds, in %, one line per setting (and one per ensemble of its seeds)."""
     lines = ["| setting | seeds | micro AUC | macro AUC | RBDC | TBDC | RBDC one-to-one | TBDC one-to-one | "
-             "distillation alone (micro) |", "|---" * 9 + "|"]
+             "distillation alone (micro) | arrow of time's score (micro) | made |", "|---" * 11 + "|"]
     for name in SETTINGS:
         mine = [r for r in rows if r["setting"] == name and r["seed"] != "ensemble"]
         if not mine:
             continue
         cells = []
         for metric in METRICS:
-            values = 100 * np.array([r[metric] for r in mine if r[metric] is not None], float)
+            values = 100 * np.array([r[metric] for r in mine if r.get(metric) is not None], float)
             spread = f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
             cells.append(f"{values.mean():.1f}{spread}" if len(values) else "—")
-        lines.append(f"| {name} | {len(mine)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {len(mine)} | " + " | ".join(cells) + f" | {_made(mine[0])} |")
         for ensemble in (r for r in rows if r["setting"] == name and r["seed"] == "ensemble"):
-            cells = ["—" if ensemble[m] is None else f"{100 * ensemble[m]:.1f}" for m in METRICS]
-            lines.append(f"| {name}, ensemble of its seeds | {len(ensemble['members'])} | " + " | ".join(cells) + " |")
+            cells = ["—" if ensemble.get(m) is None else f"{100 * ensemble[m]:.1f}" for m in METRICS]
+            lines.append(f"| {name}, ensemble of its seeds | {len(ensemble['members'])} | " + " | ".join(cells)
+                         + f" | {_made(ensemble)} |")
     return "\n".join(lines)
+
+
+def _made(row: dict) -> str:
+    """When and with which commit a row was made (rows older than the JSON's provenance: their date only)."""
+    code = row.get("code") or {}
+    commit = code.get("commit")
+    dirty = " + changes" if code.get("dirty") else ""
+    return f"{row.get('date', '?')}, {commit[:7]}{dirty}" if commit else f"{row.get('date', '?')}, code not recorded"
+
+
+def _kept_rows(path: Path, rerun: list[str]) -> list[dict]:
+    """The rows of the settings not rerun now, from the JSON of an earlier run (dated, with their code if known)."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    rows = [r for r in earlier.get("runs", []) if r["setting"] not in rerun]
+    for row in rows:
+        row.setdefault("date", earlier.get("date"))
+        row.setdefault("code", earlier.get("code"))
+        row.setdefault("aot_micro_auc", row.get("per_task_micro_auc", {}).get("aot"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,16 +165,28 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.root).is_dir():
         raise SystemExit(f"{args.root} is absent: this benchmark needs the real UCSD Ped2 (../shared)")
     dataset = open_dataset("ped2", args.root)
-    rows = []
+    names = args.settings.split(",")
+    unknown = sorted(set(names) - set(SETTINGS))
+    if unknown:
+        raise SystemExit(f"unknown settings {unknown}: choose among {', '.join(SETTINGS)}")
+    kept = _kept_rows(Path(args.out), names)
+    rows: list[dict] = []
+    today, code = dt.date.today().isoformat(), code_provenance()  # the code at the start is the code that runs
 
     def write() -> None:
+        for row in rows:
+            row.setdefault("date", today)
+            row.setdefault("code", code)
+        everything = kept + rows
         Path(args.out).write_text(json.dumps({
             "benchmark": "Ped2 attribution: metric rules, detector settings, distillation head, learning-rate "
-                         "schedule, seed ensembles (test labels read: a sensitivity table, never used to choose)",
-            "date": dt.date.today().isoformat(), "machine": machine_info(), "code": code_provenance(),
-            "budget": BUDGET, "settings": SETTINGS, "runs": rows, "table": table(rows).splitlines()}, indent=2))
+                         "schedule, seed ensembles, the arrow of time alone (test labels read: a sensitivity "
+                         "table, never used to choose)",
+            "date": today, "machine": machine_info(), "code": code, "budget": BUDGET,
+            "settings": {name: {k: list(v) if isinstance(v, tuple) else v for k, v in setting.items()}
+                         for name, setting in SETTINGS.items()},
+            "runs": everything, "table": table(everything).splitlines()}, indent=2))
 
-    names = args.settings.split(",")
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in names:
             if args.reuse_only and not (Path(args.runs) / f"{name}-seed{seed}" / "train_summary.json").is_file():
@@ -147,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(ensemble_row(name, seeds, args))
             print(json.dumps(rows[-1]), flush=True)
             write()
-    print(table(rows))
+    print(table(kept + rows))
     return 0
 
 
