@@ -1,6 +1,7 @@
 """Benchmark: end-to-end inference frames/s on UCSD Ped2 test clips, old and new paths side by side.
 
-Usage: ``python bench/infer.py [--videos 3] [--archs shallow_narrow,deep_wide] [--out bench/results/infer.json]``
+Usage: ``python bench/infer.py [--videos 3] [--archs shallow_narrow,deep_wide] [--e2e-scorers auto,int8]
+[--rounds 2] [--out bench/results/infer.json]``
 
 Measured in one run, interleaved so every path sees the same machine load (random weights: speed does not
 depend on training), every row with the CPU model and its flags:
@@ -13,11 +14,13 @@ depend on training), every row with the CPU model and its flags:
   normalisation, the frame grid), per preset:
   eager PyTorch fp32, the OpenVINO default precision (``auto``: bf16 where the CPU has it natively, the
   former path) and OpenVINO int8 (post-training quantization calibrated on training objects, the new option);
-* end to end, measured, per preset and scorer (``auto``, ``int8``): decoding, detection and scoring of each
-  video as ``ssmtl score-video`` runs them, ``old`` = one step after the other (the detector decodes the
-  video again, then the objects are scored: ``detect_video`` + ``score_detections``), ``new`` = decoded once,
-  detection and scoring at work at once (``ssmtl_core.stream.detect_and_score``), interleaved rounds, the
-  best of each; with the sum of the separately timed stages for reference. Targets for a 2-core CPU:
+* end to end, measured, per preset and scorer (``--e2e-scorers``, default ``auto`` and ``int8``): decoding,
+  detection and scoring of each video as ``ssmtl score-video`` runs them, ``old`` = one step after the other
+  (the detector decodes the video again, then the objects are scored: ``detect_video`` + ``score_detections``),
+  ``sequential`` = decoded once, one step after the other (``ssmtl_core.stream.detect_then_score``: what
+  ``score-video`` runs on two cores), ``overlap`` = decoded once, detection and scoring at work at once
+  (``ssmtl_core.stream.detect_and_score``: what it runs with more cores), interleaved rounds, the best of each;
+  the JSON says which one ``score.pipeline = auto`` picks on the machine. Targets for a 2-core CPU:
   >= 30 frames/s for shallow_narrow with AMX (the paper's 51 on a GPU is the goal past it), >= 20 with AVX2
   only.
 """
@@ -43,7 +46,7 @@ from ssmtl_core.io import code_provenance, machine_info, package_versions
 from ssmtl_core.model import SSMTLModel
 from ssmtl_core.samples import objects_from_detections, scoring_sequences
 from ssmtl_core.score import Scorer, score_detections, score_video
-from ssmtl_core.stream import detect_and_score
+from ssmtl_core.stream import chosen_pipeline, detect_and_score, detect_then_score
 from ssmtl_core.teachers import load_teacher, middle_crops
 from ssmtl_core.yolo import YoloDetector
 
@@ -103,10 +106,13 @@ def score_all(scorer: Scorer, frames, detections, videos, teacher) -> None:
         score_video(scores, tuple(scores.tasks), video.num_frames, video.frame_size, ScoreConfig())
 
 
+PATHS = {"sequential": detect_then_score, "overlap": detect_and_score}
+
+
 def end_to_end(path: str, scorer: Scorer, detector, videos, teacher) -> None:
     """One video after the other as ``ssmtl score-video`` scores it: decode, detect, score, the frame grid;
-    ``old``: detection then scoring (the detector decodes the files again), ``new``: both at once on the frames
-    decoded once."""
+    ``old``: detection then scoring (the detector decodes the files again), ``sequential``: the same on the
+    frames decoded once, ``overlap``: both at once on the frames decoded once."""
     for video in videos:
         frames = load_frames(video)
         if path == "old":
@@ -114,7 +120,7 @@ def end_to_end(path: str, scorer: Scorer, detector, videos, teacher) -> None:
             scores = score_detections(scorer, frames, found, lambda rows, f=frames, d=found: teacher.logits(
                 middle_crops(f, d.frame[rows], d.boxes[rows], teacher.size)))
         else:
-            found, scores, _ = detect_and_score(detector, scorer, video, frames, lambda d, rows, f=frames: (
+            found, scores, _ = PATHS[path](detector, scorer, video, frames, lambda d, rows, f=frames: (
                 teacher.logits(middle_crops(f, d.frame[rows], d.boxes[rows], teacher.size))))
         score_video(scores, tuple(scores.tasks), video.num_frames, video.frame_size, ScoreConfig())
 
@@ -125,6 +131,7 @@ def main() -> int:
     parser.add_argument("--archs", default="shallow_narrow,shallow_wide,deep_narrow,deep_wide")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "infer.json"))
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of each timing (the best kept)")
+    parser.add_argument("--e2e-scorers", default="auto,int8", help="scorers timed end to end (auto, int8)")
     args = parser.parse_args()
     if not PED2.is_dir() or not WEIGHTS.is_dir():
         print(f"skipped: {PED2} or {WEIGHTS} is missing (the benchmark needs ../shared)")
@@ -181,8 +188,8 @@ def main() -> int:
         measured: dict[tuple[str, str], float] = {}
         cpu: dict[tuple[str, str], float] = {}
         for _ in range(args.rounds):  # old and new interleaved, the best of each
-            for name in ("auto", "int8"):
-                for path in ("old", "new"):
+            for name in args.e2e_scorers.split(","):
+                for path in ("old", "sequential", "overlap"):
                     start = time.process_time()
                     _, seconds = timed(end_to_end, path, scorers[name], detector, videos, teacher)
                     if seconds < measured.get((name, path), np.inf):
@@ -202,6 +209,7 @@ def main() -> int:
         "videos": [v.name for v in videos], "frames": total_frames, "objects": objects,
         "detection_fps": {k: round(total_frames / v, 1) for k, v in detect_seconds.items()},
         "paper_gpu_fps": PAPER_GPU_FPS, "target_fps": target, "rows": rows, "end_to_end": e2e_rows,
+        "auto_pipeline": chosen_pipeline("auto", "cpu"),
         "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "rounds": args.rounds,
     }

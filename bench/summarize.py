@@ -141,6 +141,13 @@ def training_rows(results: Path) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+#: The end-to-end paths of ``bench/infer.py`` (``new`` is the name older JSONs gave ``overlap``).
+E2E_PATHS = {"old": "old: detection, then scoring (the video decoded twice)",
+             "sequential": "decoded once, detection then scoring",
+             "overlap": "decoded once, detection and scoring at once",
+             "new": "decoded once, detection and scoring at once"}
+
+
 def inference_rows(results: Path) -> list[tuple[str, str, str, str]]:
     rows = []
     infer = _load(results / "infer.json")
@@ -157,11 +164,12 @@ def inference_rows(results: Path) -> list[tuple[str, str, str, str]]:
                          f"{summed}{r['scoring_fps']:.1f} frames/s from cached detections "
                          f"({r['objects_per_s']:.0f} objects/s)", f"{target}paper {PAPER_GPU_FPS:.0f} on a GPU", m))
         for r in measured:
-            path = ("old: detection, then scoring" if r["path"] == "old"
-                    else "new: decoded once, detection and scoring at once")
+            path = E2E_PATHS.get(r["path"], r["path"])
+            if r["path"] == infer.get("auto_pipeline"):
+                path += " (score-video's choice on this machine)"
             target = (f">= {infer['target_fps']:g}: {_verdict(r['end_to_end_fps'], infer['target_fps'])}; "
                       if r["arch"] == "shallow_narrow" else "")
-            ratio = f"{r['speedup_vs_old']:.2f}x the old path; " if r["path"] == "new" else ""
+            ratio = f"{r['speedup_vs_old']:.2f}x the old path; " if r["path"] != "old" else ""
             rows.append((f"inference end to end with the detector, {r['arch']} ({r['backend']}), Ped2, {path}",
                          f"{r['end_to_end_fps']:.1f} frames/s", f"{target}{ratio}paper {PAPER_GPU_FPS:.0f} on a GPU",
                          m))
@@ -379,16 +387,21 @@ def inference_note(results: Path) -> str | None:
                        f"detection alone runs {infer['detection_fps']['new']:.1f} frames/s (JPEG decoding included) "
                        "and caps it.")
     best = max(measured.values(), key=lambda r: r["end_to_end_fps"])
+    overlap = "overlap" if any(path == "overlap" for _, path in measured) else "new"
+    sequential = "sequential" if any(path == "sequential" for _, path in measured) else "old"
     text += (" With the detector in the loop (decoding included, measured) shallow_narrow runs "
-             + "; ".join(f"{scorer}: {measured[scorer, 'old']['end_to_end_fps']:.1f} frames/s one step after the other, "
-                         f"{measured[scorer, 'new']['end_to_end_fps']:.1f} with detection and scoring at once"
-                         for scorer in dict.fromkeys(s for s, _ in measured) if (scorer, "new") in measured
-                         and (scorer, "old") in measured)
+             + "; ".join(f"{scorer}: {measured[scorer, sequential]['end_to_end_fps']:.1f} frames/s one step after the "
+                         f"other, {measured[scorer, overlap]['end_to_end_fps']:.1f} with detection and scoring at once"
+                         for scorer in dict.fromkeys(s for s, _ in measured) if (scorer, overlap) in measured
+                         and (scorer, sequential) in measured)
              + f". Detection alone runs {infer['detection_fps']['new']:.1f} frames/s and scoring "
-             f"{fastest['scoring_fps']:.1f}: on 2 cores both stages compete for the same cores, so running them at "
-             f"once gains what one leaves idle, and {best['end_to_end_fps']:.1f} frames/s "
+             f"{fastest['scoring_fps']:.1f}: each stage's runtime already uses every core, so on "
+             f"{infer['machine'].get('cores', '?')} cores running them at once gains little or loses, and "
+             f"{best['end_to_end_fps']:.1f} frames/s "
              f"{'meets' if best['end_to_end_fps'] >= infer['target_fps'] else 'misses'} the target of "
-             f"{infer['target_fps']:g}.")
+             f"{infer['target_fps']:g}."
+             + (f" `score-video` picks `{infer['auto_pipeline']}` here (`score.pipeline = auto`)."
+                if infer.get("auto_pipeline") else ""))
     return text
 
 
