@@ -1,7 +1,7 @@
 """Benchmark: end-to-end inference frames/s on UCSD Ped2 test clips, old and new paths side by side.
 
-Usage: ``python bench/infer.py [--videos 3] [--archs shallow_narrow,deep_wide] [--e2e-scorers auto,int8]
-[--rounds 2] [--out bench/results/infer.json]``
+Usage: ``python bench/infer.py [--videos 3] [--archs shallow_narrow,deep_wide] [--scorers torch-fp32,auto,int8]
+[--e2e-scorers auto,int8] [--rounds 2] [--out bench/results/infer.json]``
 
 Measured in one run, interleaved so every path sees the same machine load (random weights: speed does not
 depend on training), every row with the CPU model and its flags:
@@ -132,6 +132,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "infer.json"))
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of each timing (the best kept)")
     parser.add_argument("--e2e-scorers", default="auto,int8", help="scorers timed end to end (auto, int8)")
+    parser.add_argument("--scorers", default="torch-fp32,auto,int8",
+                        help="scorers timed from cached detections (eager torch-fp32 takes minutes per preset)")
     args = parser.parse_args()
     if not PED2.is_dir() or not WEIGHTS.is_dir():
         print(f"skipped: {PED2} or {WEIGHTS} is missing (the benchmark needs ../shared)")
@@ -161,9 +163,11 @@ def main() -> int:
     for arch in args.archs.split(","):
         model = SSMTLModel(arch, kd_dim=1080, crop_size=64, kd_probabilities=80).eval()
         scorers = {}
-        scorers["torch-fp32"] = Scorer(model, SampleConfig(), {"logits": 1000, "class_scores": 80}, "cpu",
-                                       compile=False)
-        for precision in ("auto", "int8"):
+        wanted = set(args.scorers.split(",")) | set(args.e2e_scorers.split(","))
+        if "torch-fp32" in wanted:
+            scorers["torch-fp32"] = Scorer(model, SampleConfig(), {"logits": 1000, "class_scores": 80}, "cpu",
+                                           compile=False)
+        for precision in [p for p in ("auto", "int8") if p in wanted]:
             scorers[precision] = Scorer(model, SampleConfig(), {"logits": 1000, "class_scores": 80}, "cpu",
                                         compile=True, precision=precision, int8_inputs=calibration)
         best = {}
