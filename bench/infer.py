@@ -163,7 +163,8 @@ def main() -> int:
     for arch in args.archs.split(","):
         model = SSMTLModel(arch, kd_dim=1080, crop_size=64, kd_probabilities=80).eval()
         scorers = {}
-        wanted = set(args.scorers.split(",")) | set(args.e2e_scorers.split(","))
+        e2e_scorers = [name for name in args.e2e_scorers.split(",") if name]  # empty: no end-to-end timing
+        wanted = set(args.scorers.split(",")) | set(e2e_scorers)
         if "torch-fp32" in wanted:
             scorers["torch-fp32"] = Scorer(model, SampleConfig(), {"logits": 1000, "class_scores": 80}, "cpu",
                                            compile=False)
@@ -192,7 +193,7 @@ def main() -> int:
         measured: dict[tuple[str, str], float] = {}
         cpu: dict[tuple[str, str], float] = {}
         for _ in range(args.rounds):  # old and new interleaved, the best of each
-            for name in args.e2e_scorers.split(","):
+            for name in e2e_scorers:
                 for path in ("old", "sequential", "overlap"):
                     start = time.process_time()
                     _, seconds = timed(end_to_end, path, scorers[name], detector, videos, teacher)

@@ -116,8 +116,10 @@ class ScoringHeads(nn.Module):
 
 def _as_float_input(sequences: np.ndarray) -> np.ndarray:
     """Uint8 (N, T, S, S, C) -> float32 (N, 3, T, S, S) in [0, 1], grey expanded to RGB (OpenVINO's input)."""
-    x = sequences.transpose(0, 4, 1, 2, 3).astype(np.float32) * np.float32(1 / 255)
-    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+    x = sequences.transpose(0, 4, 1, 2, 3)
+    if x.shape[1] == 1:  # a view, not a copy: the one pass below writes the three channels (np.repeat was 10x slower)
+        x = np.broadcast_to(x, (x.shape[0], 3, *x.shape[2:]))
+    return np.multiply(x, np.float32(1 / 255), dtype=np.float32)
 
 
 class Scorer:

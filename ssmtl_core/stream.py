@@ -8,7 +8,7 @@ objects as they come, in the scorer's own groups of objects (:meth:`~ssmtl_core.
 the detector works on the next frames. Both stages spend most of their time in OpenVINO (or OpenCV), which
 releases the GIL, so with cores to spare one stage runs while the other does. On two cores it does not pay:
 each stage's runtime already uses both cores, and the two stages at once ran slower than one after the other
-(17.6 against 20.2 frames/s on Ped2, ``bench/results/infer.json``). :func:`chosen_pipeline` therefore picks
+(17.4 against 20.6 frames/s on Ped2, ``bench/results/infer.json``). :func:`chosen_pipeline` therefore picks
 :func:`detect_then_score` (the same single decode, one stage after the other) there, unless asked otherwise
 (``score.pipeline``, ``--pipeline``).
 
