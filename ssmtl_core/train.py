@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compiled import choose_compile, graph_cache
-from .config import Profile
+from .config import Profile, profile_from_dict
 from .distributed import RANK_SEED_STRIDE, World, join
 from .errors import SSMTLError
 from .io import Claim, atomic_path, code_provenance, package_versions, read_json, stable_hash, write_json
@@ -125,12 +125,26 @@ def thread_settings(num_threads: int):
 
 
 def resume_key(settings: dict) -> str:
-    """What must match for a run to resume: everything but the epoch count and where and how fast it runs."""
+    """What must match for a run to resume: everything but the epoch count and where and how fast it runs.
+
+    The stored profile is read back through :func:`~ssmtl_core.config.profile_from_dict` first, so that a setting
+    added to the code since the run started counts with its default (a run made before ``score.pipeline``
+    existed resumes under the code that has it) rather than as a difference.
+    """
     settings = copy.deepcopy(settings)
-    # "amp", a setting of older releases, may still be in the settings of a run they started.
-    for name in ("epochs", "device", "num_threads", "amp", "precision", "compile", "budget_minutes"):
-        settings.get("profile", {}).get("train", {}).pop(name, None)
+    settings.get("profile", {}).get("train", {}).pop("amp", None)  # a setting of older releases, gone since
+    if settings.get("profile"):
+        with contextlib.suppress(SSMTLError):  # a setting the code no longer knows: compared as stored
+            settings["profile"] = profile_from_dict(settings["profile"]).to_dict()
+        for section, names in RUNTIME_SETTINGS.items():
+            for name in names:
+                settings["profile"].get(section, {}).pop(name, None)
     return stable_hash(settings, 16)
+
+
+#: Settings of how a run executes that change none of its numbers: a run resumes whatever they are.
+RUNTIME_SETTINGS = {"train": ("epochs", "device", "num_threads", "precision", "compile", "budget_minutes"),
+                    "score": ("pipeline",)}
 
 
 @dataclass

@@ -139,6 +139,29 @@ def test_resuming_with_other_settings_is_refused(setup, baseline, change):
     assert (baseline["out"] / "last.pt").stat().st_mtime_ns == before
 
 
+def test_a_run_resumes_under_code_with_settings_it_did_not_know(setup):
+    """A run started before a setting existed (here ``score.pipeline``) resumes under the code that has it, at
+    its default; how a run executes (the scoring pipeline, threads, precision) never blocks a resume, and a
+    setting that changes the numbers still does."""
+    import copy
+
+    from ssmtl_core.train import resume_key
+
+    settings = {"profile": setup["profile"].to_dict(), "caches": {"detections": "key"}}
+    older = copy.deepcopy(settings)
+    del older["profile"]["score"]["pipeline"]
+    assert resume_key(older) == resume_key(settings)
+    executed = copy.deepcopy(settings)
+    executed["profile"]["score"]["pipeline"] = "overlap"
+    executed["profile"]["train"]["num_threads"] = 1
+    assert resume_key(executed) == resume_key(settings)
+    smoothed = copy.deepcopy(settings)
+    smoothed["profile"]["score"]["gauss_sigma"] = 7.0
+    assert resume_key(smoothed) != resume_key(settings)
+    older["profile"]["train"]["lr"] = 5e-4
+    assert resume_key(older) != resume_key(settings)
+
+
 @pytest.mark.parametrize("tasks", [("mid",), ("aot", "kd")])
 def test_training_a_subset_of_tasks(setup, tasks):
     profile = apply_overrides(setup["profile"], {"train.tasks": tasks, "train.epochs": 1})
