@@ -7,7 +7,8 @@ and writes ``reports/<profile>/README.md`` with the tables and key figures.
 
 A step is skipped when its notebook, its parameters, the steps it depends on and the package code
 (``ssmtl_core``'s source digest) are unchanged since its last successful run (``.step.json`` in its folder,
-which also records the commit and uncommitted changes it ran with); ``--keep-stale`` keeps a step whose only
+which also records the commit and uncommitted changes it ran with) and the checkpoint its numbers came from
+still exists (a deleted run folder, or a fresh clone without ``runs/``, trains again); ``--keep-stale`` keeps a step whose only
 change is the package code, and the README lists it as stale. The README names the one commit the report was
 made with, or says loudly at its top which steps (and trainings) were made with which other code. A failing
 notebook does not stop the study: it is named at the end and the exit status is 1.
@@ -282,6 +283,14 @@ def code_label(code: dict[str, Any] | None, digest: bool = False) -> str:
     return text
 
 
+def missing_checkpoints(folder: Path) -> list[str]:
+    """The checkpoints a step's ``metrics.json`` names (its training's, ``train.checkpoint``; the evaluated
+    one's, ``checkpoint.path``) that no longer exist: such a step's numbers cannot be reproduced or reused."""
+    metrics = _metrics(folder)
+    named = [(metrics.get("train") or {}).get("checkpoint"), (metrics.get("checkpoint") or {}).get("path")]
+    return [path for path in named if isinstance(path, str) and path and not Path(path).is_file()]
+
+
 def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
              depends_finished: str | None = None, own: Iterable[str] = (), inputs: str | None = None,
              keep_stale: bool = False, code: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -306,6 +315,9 @@ def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
         record = read_json(record_path)
         newer_inputs = depends_finished is not None and depends_finished > str(record.get("finished", ""))
         reusable = record.get("status") == "ok" and (out / "metrics.json").is_file() and not newer_inputs
+        missing = missing_checkpoints(out) if reusable else []
+        if missing:  # its training's run folder was deleted (or this is a fresh clone): train again
+            reusable, why = False, f" (its checkpoint {missing[0]} is gone)"
         if reusable and record.get("key") == key:
             log(f"[skip] {step.name}: unchanged since {record.get('finished')}")
             return {**record, "skipped": True}
@@ -316,7 +328,7 @@ def run_step(step: Step, values: dict[str, Any], key: str, force: bool, log,
                 log(f"[STALE] {step.name}: kept (--keep-stale) though the package code changed; made by {made_by} "
                     f"on {record.get('finished')}")
                 return {**record, "skipped": True, "stale": True}
-            why = f" (the package code changed since its run by {made_by})"
+            why = why or f" (the package code changed since its run by {made_by})"
     out.mkdir(parents=True, exist_ok=True)
     # An earlier run's numbers must not outlive a failed rerun: the results tables read every metrics.json.
     (out / "metrics.json").unlink(missing_ok=True)

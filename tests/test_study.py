@@ -111,3 +111,33 @@ def test_a_step_reruns_when_a_step_it_depends_on_ran_after_it(tmp_path, monkeypa
     assert again.get("skipped") and len(executed) == 1, "inputs not newer: skipped"
     run_step(step, values, "same-key", False, lambda *_: None, depends_finished="9999-01-01T00:00:00")
     assert len(executed) == 2, "a dependency finished after this step: rerun"
+
+
+def test_a_step_whose_checkpoint_was_deleted_runs_again(tmp_path, monkeypatch):
+    # The report says: delete the run folders of trainings made by other code, then rerun. A step whose key is
+    # unchanged but whose training's checkpoint is gone must train again, not be skipped.
+    import papermill
+
+    from ssmtl_core.study import Step, missing_checkpoints, run_step
+
+    checkpoint = tmp_path / "runs" / "shallow_narrow" / "best.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"model")
+    executed = []
+
+    def execute(source, executed_path, **_kwargs):
+        executed.append(source)
+        write_json(Path(executed_path).parent / "metrics.json", {"train": {"checkpoint": str(checkpoint)}})
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    out = tmp_path / "05_train_architecture" / "shallow_narrow"
+    step, values = Step("05_train_architecture", "shallow_narrow"), {"OUT_DIR": str(out)}
+    run_step(step, values, "same-key", False, lambda *_: None)
+    assert missing_checkpoints(out) == []
+    assert run_step(step, values, "same-key", False, lambda *_: None).get("skipped") and len(executed) == 1
+    checkpoint.unlink()
+    assert missing_checkpoints(out) == [str(checkpoint)]
+    messages = []
+    record = run_step(step, values, "same-key", False, messages.append)
+    assert not record.get("skipped") and len(executed) == 2
+    assert any("is gone" in message for message in messages), messages
