@@ -160,10 +160,10 @@ def main() -> int:
 
     rows, e2e_rows = [], []
     new_config = dataclasses.replace(profile.detect, weights=str(WEIGHTS))
+    e2e_scorers = [name for name in args.e2e_scorers.split(",") if name]  # empty: no end-to-end timing
     for arch in args.archs.split(","):
         model = SSMTLModel(arch, kd_dim=1080, crop_size=64, kd_probabilities=80).eval()
         scorers = {}
-        e2e_scorers = [name for name in args.e2e_scorers.split(",") if name]  # empty: no end-to-end timing
         wanted = set(args.scorers.split(",")) | set(e2e_scorers)
         if "torch-fp32" in wanted:
             scorers["torch-fp32"] = Scorer(model, SampleConfig(), {"logits": 1000, "class_scores": 80}, "cpu",

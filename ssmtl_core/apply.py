@@ -17,9 +17,9 @@ those scores rank the frames of one video and say nothing across videos.
 :func:`score_video_file` runs the named steps below in order: decode the frames once, detect
 (:func:`ssmtl_core.detect.make_detector`) and score the objects at the same time
 (:func:`detect_and_score_objects`: the scores of :func:`score_objects` on the detector's detections, each stage
-at work while the other runs where that pays, on a GPU or more than two CPU cores), turn their raw task scores into the reported scores
-(:func:`calibrated_video_scores` or :func:`minmax_video_scores`), then write the two CSVs, the plot and the
-annotated video.
+at work while the other runs where that pays, on a GPU or more than two CPU cores), turn their raw task scores
+into the reported scores (:func:`calibrated_video_scores` or :func:`minmax_video_scores`), then write the two
+CSVs, the plot and the annotated video.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
     started = time.perf_counter()
     frames = load_frames(video, progress=progress)
     detector = make_detector(profile.detect, str(torch_device))
-    detections, raw, backend, detect_seconds = detect_and_score_objects(
+    detections, raw, backend, detect_seconds, pipeline = detect_and_score_objects(
         state, profile, checkpoint, detector, video, frames, torch_device, teacher_weights, progress)
     if calibration is None:
         scores = minmax_video_scores(raw, video, profile.score)
@@ -148,8 +148,7 @@ def score_video_file(video_path: str | Path, checkpoint: str | Path, out_dir: st
                "arch": profile.train.arch, "detector": detector.describe() | {"class_names": None},
                "score_settings": profile.to_dict()["score"],
                "score_precision": {"asked": profile.score.inference_precision, "backend": backend},
-               "pipeline": {"asked": profile.score.pipeline,
-                            "used": chosen_pipeline(profile.score.pipeline, str(torch_device))},
+               "pipeline": {"asked": profile.score.pipeline, "used": pipeline},
                "most_anomalous_frames": np.argsort(-scores.frames)[:5].tolist(),
                "scores": "per-video min-max (the paper's)" if calibrated is None else "calibrated",
                "calibration": None if calibrated is None else calibrated.summary() | {
@@ -187,7 +186,7 @@ def score_objects(state: dict, profile: Profile, checkpoint: str | Path, frames:
 
 def detect_and_score_objects(state: dict, profile: Profile, checkpoint: str | Path, detector, video: Video,
                              frames: np.ndarray, device: torch.device, teacher_weights: str | None = None,
-                             progress: bool = False) -> tuple[Detections, ObjectScores, str, float]:
+                             progress: bool = False) -> tuple[Detections, ObjectScores, str, float, str]:
     """The detections of ``video`` and their raw task scores (those of ``detector.detect_video`` and
     :func:`score_objects`) on the decoded ``frames``, detection and scoring at work at once
     (:func:`ssmtl_core.stream.detect_and_score`) or one after the other
@@ -195,7 +194,8 @@ def detect_and_score_objects(state: dict, profile: Profile, checkpoint: str | Pa
     (:func:`ssmtl_core.stream.chosen_pipeline`).
 
     Returns:
-        The detections, their scores, the backend that computed them and the seconds the detector took.
+        The detections, their scores, the backend that computed them, the seconds the detector took and the
+        pipeline that ran (``overlap`` or ``sequential``).
     """
     scorer = _scorer(state, profile, checkpoint, device)
 
@@ -206,7 +206,7 @@ def detect_and_score_objects(state: dict, profile: Profile, checkpoint: str | Pa
     pipeline = chosen_pipeline(profile.score.pipeline, str(device))
     run = detect_and_score if pipeline == "overlap" else detect_then_score
     detections, scores, detect_seconds = run(detector, scorer, video, frames, teacher_logits, progress)
-    return detections, scores, scorer.backend, detect_seconds
+    return detections, scores, scorer.backend, detect_seconds, pipeline
 
 
 def _scorer(state: dict, profile: Profile, checkpoint: str | Path, device: torch.device) -> Scorer:

@@ -8,8 +8,8 @@ and writes ``reports/<profile>/README.md`` with the tables and key figures.
 A step is skipped when its notebook, its parameters, the steps it depends on and the package code
 (``ssmtl_core``'s source digest) are unchanged since its last successful run (``.step.json`` in its folder,
 which also records the commit and uncommitted changes it ran with) and the checkpoint its numbers came from
-still exists (a deleted run folder, or a fresh clone without ``runs/``, trains again); ``--keep-stale`` keeps a step whose only
-change is the package code, and the README lists it as stale. The README names the one commit the report was
+still exists (a deleted run folder, or a fresh clone without ``runs/``, trains again); ``--keep-stale`` keeps
+a step whose only change is the package code, and the README lists it as stale. The README names the one commit the report was
 made with, or says loudly at its top which steps (and trainings) were made with which other code. A failing
 notebook does not stop the study: it is named at the end and the exit status is 1.
 """
